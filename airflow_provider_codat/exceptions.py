@@ -103,19 +103,37 @@ class CodatDataTypeNotSupportedError(CodatDataUnavailableError, CodatNotFoundErr
 
 class CodatRateLimitError(CodatAPIError):
     """
-    429 that cannot be waited out within the configured cap (typically the daily quota).
+    429: rate limited. Retried while Codat's ``Retry-After`` fits within the configured cap;
+    raised for good when it does not (typically the daily quota) or when retries ran out.
 
-    :param retry_at: when Codat says the quota resets, if it said.
+    :param retry_after: seconds Codat asked us to wait, if it said.
+    :param retry_at: when Codat says the limit resets, if it said.
     """
 
-    def __init__(self, message: str, *, retry_at: datetime | None = None, **kwargs):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        retry_at: datetime | None = None,
+        retryable: bool = True,
+        **kwargs,
+    ):
         super().__init__(message, **kwargs)
+        self.retry_after = retry_after
         self.retry_at = retry_at
+        self.retryable = retryable
 
 
 class CodatServerError(CodatAPIError):
-    """5xx or 408 that persisted through every retry."""
+    """5xx or 408, or a response body cut short: transient, retried, raised when retries ran out."""
 
 
 class CodatPagingError(CodatError):
     """Codat's paging contradicted itself in a way that could not be recovered (e.g. a repeated page)."""
+
+
+class CodatNoConnectionError(CodatDataUnavailableError):
+    """The company has no connection of the kind a connection-scoped data type needs."""
+
+    reason = "no_connection"

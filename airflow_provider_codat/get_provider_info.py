@@ -23,7 +23,9 @@ def get_provider_info() -> dict:
             }
         ],
         "hooks": [{"integration-name": "Codat", "python-modules": ["airflow_provider_codat.hooks.codat"]}],
-        "sensors": [{"integration-name": "Codat", "python-modules": ["airflow_provider_codat.sensors.codat"]}],
+        "sensors": [
+            {"integration-name": "Codat", "python-modules": ["airflow_provider_codat.sensors.codat"]}
+        ],
         "transfers": [
             {
                 "source-integration-name": "Codat",
@@ -48,7 +50,12 @@ def get_provider_info() -> dict:
                     "page_size": {
                         "label": "Page size",
                         "description": "Records per request, 1 to 5000. Larger pages spend less quota.",
-                        "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 5000, "default": 2000},
+                        "schema": {
+                            "type": ["integer", "null"],
+                            "minimum": 1,
+                            "maximum": 5000,
+                            "default": 2000,
+                        },
                     },
                     "timeout": {
                         "label": "Request timeout (seconds)",

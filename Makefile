@@ -1,0 +1,42 @@
+# Every target installs what it needs: uv (if missing), then the locked environment.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := python3 -m uv
+endif
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: ensure-uv help install demo test test-fast lint bench airflow compose-check clean
+
+help:
+	@echo "make demo   - run the example extraction end to end on this machine (fake Codat API, local S3, SQLite Airflow)"
+	@echo "make test   - run the whole test suite (unit, integration and end-to-end)"
+	@echo "make bench  - run the benchmarks and write bench/RESULTS.md"
+	@echo "make airflow - airflow standalone with the example DAGs wired to the local fake Codat and S3"
+
+ensure-uv:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || { \
+	  echo "uv not found: installing it with pip (https://docs.astral.sh/uv/)"; \
+	  python3 -m pip install --quiet uv; }
+
+.venv/.synced: pyproject.toml uv.lock | ensure-uv
+	$(UV) sync --frozen --compile-bytecode --all-extras
+	@touch $@
+
+install: .venv/.synced
+
+demo: install
+	$(PY) scripts/demo.py
+
+test: install
+	$(PY) -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: install
+	.venv/bin/ruff check airflow_provider_codat tests dags bench scripts
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf .venv .demo .airflow bench/.work

@@ -1,0 +1,63 @@
+"""The catalog of Codat data types."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from airflow_provider_codat.data_types import DATA_TYPES, INCREMENTAL_DATA_TYPES, Scope, get_data_type
+from airflow_provider_codat.exceptions import UnknownDataTypeError
+
+COMPANY_SCOPED = [
+    "accounts", "customers", "suppliers", "invoices", "creditNotes", "payments", "bills", "billPayments",
+    "billCreditNotes", "journalEntries", "journals", "taxRates", "trackingCategories", "paymentMethods",
+    "items", "purchaseOrders", "salesOrders",
+]  # fmt: skip
+
+
+def test_every_type_on_the_facts_page():
+    assert [n for n, d in DATA_TYPES.items() if d.scope is Scope.COMPANY and d.incremental] == COMPANY_SCOPED
+    assert [n for n, d in DATA_TYPES.items() if d.scope is not Scope.COMPANY] == [
+        "accountTransactions", "bankAccounts", "directCosts", "directIncomes", "transfers", "itemReceipts",
+        "bankTransactions", "banking-accounts", "banking-transactions", "banking-accountBalances",
+        "banking-transactionCategories",
+    ]  # fmt: skip
+    assert [n for n, d in DATA_TYPES.items() if not d.incremental] == [
+        "info", "balanceSheet", "profitAndLoss", "cashFlowStatement",
+    ]  # fmt: skip
+    assert len(INCREMENTAL_DATA_TYPES) == 28
+
+
+def test_entries_are_frozen_and_keys_differ_where_codat_says():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DATA_TYPES["invoices"].key = "x"
+    assert DATA_TYPES["accounts"].key == "chartOfAccounts"
+    assert DATA_TYPES["info"].key == "company"
+    assert DATA_TYPES["bankTransactions"].scope is Scope.BANK_ACCOUNT
+    assert DATA_TYPES["banking-accounts"].source_type == "Banking"
+    assert DATA_TYPES["directCosts"].source_type == "Accounting"
+    assert DATA_TYPES["invoices"].has_is_deleted and not DATA_TYPES["bankTransactions"].has_is_deleted
+    assert DATA_TYPES["balanceSheet"].path == "data/financials/balanceSheet"
+    assert all(d.cursor_field == "modifiedDate" for d in DATA_TYPES.values() if d.incremental)
+
+
+def test_lookup_by_key():
+    assert get_data_type("chartOfAccounts") is DATA_TYPES["accounts"]
+    assert get_data_type(DATA_TYPES["bills"]) is DATA_TYPES["bills"]
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [("invoice", "Did you mean 'invoices'?"), ("Invoices", "Did you mean 'invoices'?"), ("bankTransaction", "Did you mean 'bankTransactions'")],
+)
+def test_unknown_type_suggests_nearest(name, hint):
+    with pytest.raises(UnknownDataTypeError) as err:
+        get_data_type(name)
+    assert str(err.value).startswith(f"Unknown Codat data type {name!r}. {hint}")
+
+
+def test_unknown_type_without_a_near_name():
+    with pytest.raises(UnknownDataTypeError) as err:
+        get_data_type("zzz")
+    assert str(err.value).startswith("Unknown Codat data type 'zzz'. Known data types: accounts, customers,")
