@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 
-class Scope(str, enum.Enum):
+class Scope(enum.StrEnum):
     """Where a data type lives in Codat's URL space."""
 
     #: ``/companies/{companyId}/data/<segment>``

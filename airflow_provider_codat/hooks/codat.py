@@ -195,9 +195,7 @@ class CodatHook(BaseHook):
         session.mount("http://", adapter)
         session.auth = _CodatAuth(settings.api_key)
         session.verify = settings.verify
-        session.headers.update(
-            {"Accept": "application/json", "User-Agent": f"airflow-provider-codat/{__version__}"}
-        )
+        session.headers.update({"Accept": "application/json", "User-Agent": f"airflow-provider-codat/{__version__}"})
         return session
 
     def get_conn(self) -> requests.Session:
@@ -258,9 +256,7 @@ class CodatHook(BaseHook):
         path = f"companies/{validate_id(company_id, 'company id')}/data/queue/{dt.key}"
         return self._request_json("POST", path)
 
-    def get_snapshot(
-        self, company_id: str, data_type: str | DataType, params: Mapping[str, Any] | None = None
-    ) -> dict:
+    def get_snapshot(self, company_id: str, data_type: str | DataType, params: Mapping[str, Any] | None = None) -> dict:
         """
         Read a snapshot data type (company info or a financial report) as one document.
 
@@ -270,9 +266,7 @@ class CodatHook(BaseHook):
         """
         dt = get_data_type(data_type)
         if dt.incremental:
-            raise CodatInputError(
-                f"{dt.name!r} is a paged data type: read it with iter_records, not get_snapshot."
-            )
+            raise CodatInputError(f"{dt.name!r} is a paged data type: read it with iter_records, not get_snapshot.")
         path = f"companies/{validate_id(company_id, 'company id')}/{dt.path}"
         return self._get_json(path, params=dict(params or {}))
 
@@ -299,9 +293,7 @@ class CodatHook(BaseHook):
         :param order_by: Codat ``orderBy`` (``field`` or ``-field``); default: the primary key.
         :return: an iterator of record dicts, exactly as Codat sent them.
         """
-        for page in self.iter_pages(
-            company_id, data_type, connection_id=connection_id, query=query, order_by=order_by
-        ):
+        for page in self.iter_pages(company_id, data_type, connection_id=connection_id, query=query, order_by=order_by):
             yield from page.records
 
     def iter_pages(
@@ -333,9 +325,7 @@ class CodatHook(BaseHook):
             return
         order_by = order_by or (dt.primary_key[0] if dt.primary_key else None)
         if dt.scope is Scope.COMPANY:
-            yield from self._paginate(
-                f"companies/{company_id}/{dt.path}", query=query_text, order_by=order_by
-            )
+            yield from self._paginate(f"companies/{company_id}/{dt.path}", query=query_text, order_by=order_by)
             return
         for conn_id in [connection_id] if connection_id else self._connection_ids(company_id, dt):
             base = f"companies/{company_id}/connections/{conn_id}"
@@ -456,9 +446,7 @@ class CodatHook(BaseHook):
             for page in self._sequential_pages(path, params, first):
                 yield seen.admit_new(page)
 
-    def _concurrent_pages(
-        self, path: str, params: dict, first_page: int, last_page: int
-    ) -> Iterator[_RawPage]:
+    def _concurrent_pages(self, path: str, params: dict, first_page: int, last_page: int) -> Iterator[_RawPage]:
         concurrency = self.settings.concurrency
         if concurrency == 1 or last_page - first_page < 1:
             for number in range(first_page, last_page + 1):
@@ -817,9 +805,7 @@ def _is_tls_error(exc: BaseException) -> bool:
 def _short(err: BaseException) -> str:
     """A one-line reason from a requests exception, without the nested urllib3 repr noise."""
     text = str(err)
-    match = re.search(r"\[Errno -?\d+\] ([^')\"]+)", text) or re.search(
-        r"(Connection refused|Read timed out)", text
-    )
+    match = re.search(r"\[Errno -?\d+\] ([^')\"]+)", text) or re.search(r"(Connection refused|Read timed out)", text)
     reason = match.group(1) if match else text.split(":", 1)[0]
     return f"{type(err).__name__}: {reason.strip()}"
 
@@ -881,9 +867,7 @@ def _validate_settings(raw: dict[str, Any], conn_id: str) -> CodatSettings:
             raise CodatInputError(f"Codat setting {name}={raw[name]!r} is not a number.") from None
         if not low <= number <= high:
             why = " (Codat allows 10 concurrent requests per company)" if name == "concurrency" else ""
-            raise CodatInputError(
-                f"Codat setting {name}={raw[name]!r} is out of range: use {low}..{high}{why}."
-            )
+            raise CodatInputError(f"Codat setting {name}={raw[name]!r} is out of range: use {low}..{high}{why}.")
         values[name] = number
     for name in ("allow_insecure_http",):
         if name in raw:
@@ -892,7 +876,7 @@ def _validate_settings(raw: dict[str, Any], conn_id: str) -> CodatSettings:
         verify = raw["verify"]
         values["verify"] = (
             verify
-            if isinstance(verify, str) and not verify.lower() in ("true", "false")
+            if isinstance(verify, str) and verify.lower() not in ("true", "false")
             else _to_bool(verify, "verify")
         )
     values["base_url"] = _validate_base_url(
