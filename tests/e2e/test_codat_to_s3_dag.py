@@ -1,0 +1,251 @@
+"""CodatToS3Operator through real DAG runs: Airflow on SQLite, the fake Codat API and moto's S3 over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import gzip
+import io
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.e2e.conftest import read_objects, task_states, xcom
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+START = datetime(2024, 2, 1, tzinfo=UTC)
+END = datetime(2024, 2, 15, tzinfo=UTC)
+
+
+def run(dag, **kwargs):
+    return dag.test(**kwargs)
+
+
+def in_window(records, start=START, end=END):
+    lo, hi = start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return [r for r in records if lo <= r["modifiedDate"] < hi]
+
+
+def folder(company, data_type="invoices", prefix="codat"):
+    return f"{prefix}/{data_type}/company_id={company}/window_start=20240201T000000Z/window_end=20240215T000000Z"
+
+
+def jsonl_gz(blob: bytes) -> list[dict]:
+    return [json.loads(line) for line in gzip.decompress(blob).splitlines()]
+
+
+@pytest.mark.fake_codat(companies=3, records={"invoices": 3000})
+def test_incremental_window_lands_exactly_the_fakes_records(e2e, make_dag):
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = fake.company_ids()[0]
+    dag = make_dag(
+        "e2e_invoices",
+        company_id=company,
+        data_type="invoices",
+        s3_bucket=bucket,
+        window_start=START.isoformat(),
+        window_end=END.isoformat(),
+        hook_params={"page_size": 100},
+    )
+    dr = run(dag)
+    assert task_states(dr) == {"extract": "success"}
+
+    objects = read_objects(s3, bucket)
+    manifest_key = f"{folder(company)}/_manifest.json"
+    manifest = json.loads(objects.pop(manifest_key))
+    expected = in_window(fake.records(company, "invoices"))
+    assert 100 < len(expected) < 3000  # the window cuts the data set: a real test of the filter
+    written = [r for key in sorted(objects) for r in jsonl_gz(objects[key])]
+    assert sorted(written, key=lambda r: r["id"]) == sorted(expected, key=lambda r: r["id"])
+    assert any(r["metadata"]["isDeleted"] for r in written)  # deletes are kept as they come
+
+    assert manifest["status"] == "complete"
+    assert manifest["records"] == len(expected)
+    assert manifest["query"] == "modifiedDate>=2024-02-01T00:00:00Z&&modifiedDate<2024-02-15T00:00:00Z"
+    assert manifest["window"] == {
+        "kind": "incremental",
+        "start": "2024-02-01T00:00:00Z",
+        "end": "2024-02-15T00:00:00Z",
+        "query_start": "2024-02-01T00:00:00Z",
+    }
+    assert [f["key"] for f in manifest["files"]] == sorted(objects)
+    for entry in manifest["files"]:
+        import hashlib
+
+        blob = objects[entry["key"]]
+        assert entry["bytes"] == len(blob) and entry["sha256"] == hashlib.sha256(blob).hexdigest()
+        assert entry["key"].startswith(f"{folder(company)}/attempt=")
+        assert entry["key"].endswith("/part-00000.jsonl.gz")
+    assert manifest["requests"] == -(-len(expected) // 100)
+
+    summary = xcom(dr, "extract")
+    assert summary["records"] == len(expected)
+    assert summary["manifest"] == f"s3://{bucket}/{manifest_key}"
+    assert summary["files"] == [f"s3://{bucket}/{k}" for k in sorted(objects)]
+    assert set(summary) == {
+        "status", "company_id", "data_type", "window", "records", "files", "manifest", "requests", "retries",
+        "duration_seconds",
+    }  # fmt: skip
+
+
+@pytest.mark.fake_codat(companies=2, records={"invoices": 400})
+def test_rerun_replaces_the_window_and_leaves_other_windows(e2e, make_dag):
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = fake.company_ids()[0]
+    common = dict(company_id=company, data_type="invoices", s3_bucket=bucket, window_end=END.isoformat())
+    # Another window of the same dataset, which a rerun must not touch.
+    other = run(
+        make_dag(
+            "e2e_other",
+            window_start=(START - timedelta(days=14)).isoformat(),
+            **{**common, "window_end": START.isoformat()},
+        )
+    )
+    assert task_states(other) == {"extract": "success"}
+    # First attempt: small files (several parts), then a rerun with one big file.
+    first = run(
+        make_dag("e2e_rerun", window_start=START.isoformat(), max_file_size=1024 * 1024, file_format="csv", **common)
+    )
+    assert task_states(first) == {"extract": "success"}
+    before = read_objects(s3, bucket, folder(company))
+    second = run(make_dag("e2e_rerun", window_start=START.isoformat(), file_format="jsonl", **common))
+    assert task_states(second) == {"extract": "success"}
+    after = read_objects(s3, bucket, folder(company))
+    manifest = json.loads(after.pop(f"{folder(company)}/_manifest.json"))
+    assert sorted(after) == [f["key"] for f in manifest["files"]]  # only the new attempt's files remain
+    assert not set(after) & set(before)
+    assert manifest["records"] == len(in_window(fake.records(company, "invoices")))
+    other_prefix = f"codat/invoices/company_id={company}/window_start=20240118T000000Z/"
+    assert any(k.endswith("_manifest.json") for k in read_objects(s3, bucket, other_prefix))
+
+
+@pytest.mark.fake_codat(companies=2, records={"invoices": 300})
+@pytest.mark.parametrize("file_format", ["csv", "parquet"])
+def test_csv_and_parquet_are_readable_by_standard_tools(e2e, make_dag, file_format):
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = fake.company_ids()[1]
+    dag = make_dag(
+        f"e2e_{file_format}",
+        company_id=company,
+        data_type="invoices",
+        s3_bucket=bucket,
+        window_start=START.isoformat(),
+        window_end=END.isoformat(),
+        file_format=file_format,
+        compression="gzip" if file_format == "csv" else "snappy",
+    )
+    assert task_states(run(dag)) == {"extract": "success"}
+    objects = read_objects(s3, bucket, folder(company))
+    (part_key,) = [k for k in objects if "/part-" in k]
+    expected = {r["id"]: r for r in in_window(fake.records(company, "invoices"))}
+    if file_format == "csv":
+        assert part_key.endswith(".csv.gz")
+        rows = list(csv.DictReader(io.StringIO(gzip.decompress(objects[part_key]).decode())))
+    else:
+        import pyarrow.parquet as pq
+
+        assert part_key.endswith(".parquet")
+        rows = pq.read_table(io.BytesIO(objects[part_key])).to_pylist()
+    assert sorted(r["id"] for r in rows) == sorted(expected)
+    row = rows[0]
+    source = expected[row["id"]]
+    assert row["invoiceNumber"] == source["invoiceNumber"]
+    assert json.loads(row["lineItems"]) == source["lineItems"]
+    assert json.loads(row["totalAmount"]) == source["totalAmount"]
+
+
+@pytest.mark.fake_codat(companies=2, records={"invoices": 50})
+@pytest.mark.parametrize(
+    ("kwargs", "header"),
+    [({"encrypt": True}, ("AES256", None)), ({"sse_kms_key_id": "alias/codat"}, ("aws:kms", "alias/codat"))],
+)
+def test_server_side_encryption(e2e, make_dag, kwargs, header):
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = fake.company_ids()[0]
+    dag = make_dag("e2e_sse", company_id=company, data_type="invoices", s3_bucket=bucket, full_refresh=True, **kwargs)
+    assert task_states(run(dag)) == {"extract": "success"}
+    keys = list(read_objects(s3, bucket))
+    assert len(keys) == 2  # one part, one manifest
+    for key in keys:
+        head = s3.head_object(Bucket=bucket, Key=key)
+        assert head["ServerSideEncryption"] == header[0]
+        assert head.get("SSEKMSKeyId", None) == header[1] or header[1] in head.get("SSEKMSKeyId", "")
+
+
+@pytest.mark.fake_codat(companies=2)
+def test_not_synced_data_type_ends_skipped_with_a_manifest_saying_why(e2e, make_dag):
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = fake.company_ids()[0]
+    fake.set_unsynced(company, "bills")
+    dag = make_dag("e2e_skip", company_id=company, data_type="bills", s3_bucket=bucket, full_refresh=True)
+    dr = run(dag)
+    assert task_states(dr) == {"extract": "skipped"}
+    (key,) = read_objects(s3, bucket)
+    manifest = json.loads(read_objects(s3, bucket)[key])
+    assert key.endswith("/_manifest.json") and key.startswith(f"codat/bills/company_id={company}/full_refresh/as_of=")
+    assert (manifest["status"], manifest["reason"], manifest["files"], manifest["records"]) == (
+        "skipped",
+        "not_synced",
+        [],
+        0,
+    )
+    assert xcom(dr, "extract", key="codat_summary")["status"] == "skipped"
+
+
+@pytest.mark.fake_codat(companies=2)
+def test_manual_run_without_data_interval_reads_everything(e2e, make_dag):
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = fake.company_ids()[0]
+    dag = make_dag("e2e_manual", company_id=company, data_type="customers", s3_bucket=bucket)
+    dr = run(dag, logical_date=None)
+    assert task_states(dr) == {"extract": "success"}
+    objects = read_objects(s3, bucket)
+    (manifest_key,) = [k for k in objects if k.endswith("_manifest.json")]
+    assert "/full_refresh/as_of=" in manifest_key
+    written = [r for k, v in objects.items() if "/part-" in k for r in jsonl_gz(v)]
+    assert sorted(r["id"] for r in written) == sorted(r["id"] for r in fake.records(company, "customers"))
+
+
+@pytest.mark.fake_codat(companies=2)
+def test_connection_scoped_records_carry_their_connection(e2e, make_dag):
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = next(c for c in fake.company_ids() if any(x["sourceType"] == "Accounting" for x in fake.connections(c)))
+    dag = make_dag("e2e_conn", company_id=company, data_type="bankAccounts", s3_bucket=bucket, full_refresh=True)
+    dr = run(dag)
+    assert task_states(dr) == {"extract": "success"}
+    objects = read_objects(s3, bucket)
+    written = [r for k, v in objects.items() if "/part-" in k for r in jsonl_gz(v)]
+    expected = []
+    for conn in fake.connections(company):
+        if conn["sourceType"] == "Accounting" and conn["status"] != "PendingAuth":
+            expected += [
+                {**r, "_connectionId": conn["id"]}
+                for r in fake.records(company, "bankAccounts", connection_id=conn["id"])
+            ]
+    assert sorted(written, key=lambda r: (r["_connectionId"], r["id"])) == sorted(
+        expected, key=lambda r: (r["_connectionId"], r["id"])
+    )
+
+
+@pytest.mark.fake_codat(companies=2, records={"invoices": 200})
+def test_api_key_never_in_logs_xcoms_or_objects(e2e, make_dag, capfd, caplog):
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = fake.company_ids()[0]
+    fake.configure(fail_5xx=2)  # errors and retries get logged too
+    dag = make_dag("e2e_secret", company_id=company, data_type="invoices", s3_bucket=bucket, full_refresh=True)
+    dr = run(dag)
+    assert task_states(dr) == {"extract": "success"}
+    secrets = [fake.api_key, base64.b64encode(fake.api_key.encode()).decode()]
+    haystacks = [json.dumps(xcom(dr, "extract")), json.dumps(xcom(dr, "extract", key="codat_summary"))]
+    haystacks += [
+        v.decode(errors="replace") for v in read_objects(s3, bucket).values() if not v.startswith(b"\x1f\x8b")
+    ]
+    haystacks += [gzip.decompress(v).decode() for v in read_objects(s3, bucket).values() if v.startswith(b"\x1f\x8b")]
+    out, err = capfd.readouterr()
+    haystacks += [out, err, caplog.text]
+    assert "Retrying" in out + err + caplog.text  # the logs we scan are the real ones
+    for text in haystacks:
+        for secret in secrets:
+            assert secret not in text
