@@ -127,7 +127,16 @@ _ALL: tuple[DataType, ...] = (
     # Open banking, connection-scoped; these records carry no ``metadata``.
     _connection("banking-accounts", source_type="Banking", has_is_deleted=False),
     _connection("banking-transactions", source_type="Banking", has_is_deleted=False),
-    _connection("banking-accountBalances", source_type="Banking", has_is_deleted=False),
+    # Balances have no id of their own: one per account and date.
+    DataType(
+        name="banking-accountBalances",
+        key="banking-accountBalances",
+        scope=Scope.CONNECTION,
+        path="data/banking-accountBalances",
+        source_type="Banking",
+        primary_key=("accountId", "date"),
+        has_is_deleted=False,
+    ),
     _connection("banking-transactionCategories", source_type="Banking", has_is_deleted=False),
     # Snapshots: not paged, no modifiedDate.
     _snapshot("info", key="company", path="data/info"),

@@ -118,7 +118,10 @@ def to_utc_datetime(value: Any, name: str) -> datetime | None:
             ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    utc = parsed.astimezone(UTC)
+    # A plain datetime, not a subclass: pendulum's DateTime (Airflow's context dates) loses its
+    # timezone on arithmetic once converted to datetime.timezone.utc.
+    return datetime(utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, tzinfo=UTC)
 
 
 def key_time(value: datetime | None) -> str:

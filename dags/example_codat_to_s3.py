@@ -5,7 +5,7 @@ Copy this DAG and adjust ``DEFAULT_DATA_TYPES``, the schedule and the params. It
 
 1. lists every Codat company (all pages) with a linked Accounting connection, optionally only
    the company ids given when triggering;
-2. plans one extraction per (company, data type), spread over a fixed number of mapped "lanes" so
+2. plans one extraction per (company, data type), spread round-robin over a fixed number of mapped "lanes" so
    that no single mapped task exceeds Airflow's ``[core] max_map_length`` (1024 by default;
    200 companies x 17 data types is 3,400 extractions);
 3. runs :class:`~airflow_provider_codat.transfers.codat_to_s3.CodatToS3Operator` for each, inside
@@ -17,7 +17,6 @@ Connections: ``codat_default`` (type ``codat``, the API key as password) and ``a
 
 from __future__ import annotations
 
-import math
 import os
 from datetime import UTC, datetime, timedelta
 
@@ -99,9 +98,8 @@ with DAG(
         print(f"{len(ids)} companies to extract")
         return ids
 
-    @task(multiple_outputs=True)
-    def plan(company_ids: list[str], params: dict) -> dict[str, list[dict]]:
-        """Spread the (company, data type) pairs over the lanes, refusing more than they can hold."""
+    def plan(company_ids: list[str], params: dict, lane: int) -> list[dict]:
+        """This lane's share of the (company, data type) pairs: every LANES-th one."""
         from airflow.configuration import conf
 
         pairs = [
@@ -122,23 +120,22 @@ with DAG(
                 f"{len(pairs)} extractions exceed {LANES} lanes x max_map_length {limit}: raise [core] "
                 "max_map_length, raise LANES in this DAG, or narrow company_ids/data_types."
             )
-        per_lane = max(1, math.ceil(len(pairs) / LANES))
-        return {f"lane_{i}": pairs[i * per_lane : (i + 1) * per_lane] for i in range(LANES)}
+        return pairs[lane::LANES]
 
     companies = list_companies()
-    lanes = plan(companies)
     extract_tasks = []
     for lane in range(LANES):
+        lane_pairs = task(plan, task_id=f"plan_lane_{lane}")(companies, lane=lane)
         extract = CodatToS3Operator.partial(
             task_id=f"extract_lane_{lane}",
             s3_bucket="{{ params.s3_bucket }}",
             s3_prefix="{{ params.s3_prefix }}",
             map_index_template="{{ task.company_id }}/{{ task.data_type }}",
-        ).expand_kwargs(lanes[f"lane_{lane}"])
+        ).expand_kwargs(lane_pairs)
         extract_tasks.append(extract)
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def summarise(lanes: dict[str, list[dict]]) -> dict:
+    def summarise(company_ids: list[str], params: dict) -> dict:
         """Records per company and data type; skipped (with why) and failed extractions."""
         ti = get_current_context()["ti"]
         reports = []
@@ -148,7 +145,7 @@ with DAG(
                 pulled = [pulled]
             reports.extend(r for r in (pulled or []) if r)
         done = {(r["company_id"], r["data_type"]) for r in reports}
-        planned = [(p["company_id"], p["data_type"]) for lane in lanes.values() for p in lane]
+        planned = [(c, d) for c in company_ids for d in params["data_types"]]
         failed = sorted(p for p in planned if p not in done)
         complete = [r for r in reports if r["status"] == "complete"]
         skipped = [r for r in reports if r["status"] == "skipped"]
@@ -170,7 +167,7 @@ with DAG(
         print(f"Summary: {summary}")
         return summary
 
-    summary = summarise(lanes)
+    summary = summarise(companies)
     extract_tasks >> summary
 
 # The data types this DAG offers are the catalog's incremental ones; keep the defaults valid.

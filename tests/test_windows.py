@@ -118,3 +118,15 @@ def test_time_helpers():
     assert to_utc_datetime(None, "x") is None
     assert key_time(datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)) == "20240102T030405Z"
     assert iso(None) is None
+
+
+def test_pendulum_dates_from_the_airflow_context_stay_aware_through_lookback():
+    import pendulum
+
+    win = resolve(
+        data_interval_start=pendulum.datetime(2024, 3, 1, 1),
+        data_interval_end=pendulum.datetime(2024, 3, 2, 1),
+        lookback=timedelta(hours=1),
+    )
+    assert type(win.query_start) is datetime
+    assert win.query_start == datetime(2024, 3, 1, 0, tzinfo=UTC)
