@@ -140,7 +140,7 @@ with DAG(
         ti = get_current_context()["ti"]
         reports = []
         for lane in range(LANES):
-            pulled = ti.xcom_pull(task_ids=f"extract_lane_{lane}", key=SUMMARY_XCOM_KEY, map_indexes=None)
+            pulled = ti.xcom_pull(task_ids=f"extract_lane_{lane}", key=SUMMARY_XCOM_KEY)
             if isinstance(pulled, dict):
                 pulled = [pulled]
             reports.extend(r for r in (pulled or []) if r)
