@@ -7,7 +7,7 @@ endif
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: ensure-uv help install demo test test-fast lint bench airflow compose-check clean
+.PHONY: ensure-uv help install demo test lint bench airflow clean
 
 help:
 	@echo "make demo   - run the example extraction end to end on this machine (fake Codat API, local S3, SQLite Airflow)"
@@ -34,6 +34,9 @@ test: install
 
 lint: install
 	.venv/bin/ruff check airflow_provider_codat tests dags bench scripts
+
+airflow: install
+	$(PY) scripts/airflow_local.py
 
 bench: install
 	$(PY) bench/run.py

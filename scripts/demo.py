@@ -50,7 +50,7 @@ def main() -> int:
         manifests = stack.manifests()
         print()
         print(f"{'company':<38} {'data type':<20} {'status':<9} {'records':>8}  files")
-        for key, manifest in sorted(manifests, key=lambda m: (m[1]["company_id"], m[1]["data_type"])):
+        for _, manifest in sorted(manifests, key=lambda m: (m[1]["company_id"], m[1]["data_type"])):
             names = ", ".join(f["key"].rsplit("/", 1)[-1] for f in manifest["files"]) or manifest.get("reason", "")
             print(
                 f"{manifest['company_id']:<38} {manifest['data_type']:<20} {manifest['status']:<9} "
@@ -61,7 +61,9 @@ def main() -> int:
             print(f"\nExample manifest: s3://{stack.bucket}/{example}")
         total = sum(m["records"] for _, m in manifests)
         print()
-        print(f"{len(manifests)} datasets, {total} records in s3://{stack.bucket}/codat/ in {time.monotonic() - started:.0f}s.")
+        print(
+            f"{len(manifests)} datasets, {total} records in s3://{stack.bucket}/codat/ in {time.monotonic() - started:.0f}s."
+        )
         print(f"Airflow's log of the run: {log_path}")
         print("Each window's _manifest.json lists its files, record counts and checksums; see README 'S3 layout'.")
         print("To explore interactively: make airflow (the Airflow UI with these example DAGs).")

@@ -73,6 +73,8 @@ class LocalStack:
     :param fake_args: more command-line flags for the fake (see ``python -m
         airflow_provider_codat.testing.fake_codat --help``).
     :param log_dir: where the servers' output goes (default: discarded).
+    :param recent_days: spread records' ``modifiedDate`` over the last N days up to now (default: the
+        fake's fixed Q1 2024), so scheduled runs of today's intervals find data.
     """
 
     def __init__(
@@ -83,12 +85,18 @@ class LocalStack:
         bucket: str = "codat-landing",
         fake_args: Sequence[str] = (),
         log_dir: Path | None = None,
+        recent_days: int | None = None,
     ) -> None:
         self.companies = companies
         self.records = records
         self.bucket = bucket
         self.fake_args = list(fake_args)
         self.log_dir = log_dir
+        if recent_days:
+            now = time.time()
+            to_iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
+            window = {"modified_from": to_iso(now - recent_days * 86400), "modified_to": to_iso(now)}
+            self.fake_args += ["--config", json.dumps(window)]
         self.codat_url = ""
         self.s3_url = ""
         self._processes: list[subprocess.Popen] = []
@@ -170,6 +178,11 @@ class LocalStack:
             "AWS_SECRET_ACCESS_KEY": S3_CREDENTIALS["aws_secret_access_key"],
             "AWS_DEFAULT_REGION": S3_CREDENTIALS["region_name"],
         }
+
+    def company_ids(self) -> list[str]:
+        """The fake's company ids, in order."""
+        body = requests.get(f"{self.codat_url}/_fake/companies", timeout=10).json()
+        return [c if isinstance(c, str) else c["id"] for c in body]
 
     def manifests(self, prefix: str = "") -> list[tuple[str, dict]]:
         """Every ``_manifest.json`` in the bucket, with its key."""
