@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Any
 
-from airflow_provider_codat.data_types import DataType
+from airflow_provider_codat.data_types import DATA_TYPES, DataType, Scope
 
 _DAY = 86_400
 
@@ -322,27 +322,8 @@ class RecordContext:
         )
 
 
-_COMPANY_SCOPED = frozenset(
-    {
-        "accounts",
-        "customers",
-        "suppliers",
-        "invoices",
-        "creditNotes",
-        "payments",
-        "bills",
-        "billPayments",
-        "billCreditNotes",
-        "journalEntries",
-        "journals",
-        "taxRates",
-        "trackingCategories",
-        "paymentMethods",
-        "items",
-        "purchaseOrders",
-        "salesOrders",
-    }
-)
+#: Types whose ids depend on the company only (the catalog says which).
+_COMPANY_SCOPED = frozenset(name for name, dt in DATA_TYPES.items() if dt.scope is Scope.COMPANY and dt.incremental)
 
 
 def chart_entry(index: int) -> tuple[str, str, str, str]:
