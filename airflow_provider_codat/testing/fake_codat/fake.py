@@ -81,6 +81,9 @@ class Admission:
     slow_s: float = 0.0
     drop_connection: bool = False
     truncate_body: bool = False
+    #: The statistics current when the request arrived: a request still in flight across a reset
+    #: (a client that timed out on a slow answer) must not count in the next test's statistics.
+    stats: Any = None
 
 
 @dataclass
@@ -453,7 +456,7 @@ class FakeCodat:
                 "X-Rate-Limit-Remaining": str(max(config.quota - self._quota_used, 0)),
                 "X-Rate-Limit-Reset": str(int(midnight.timestamp())),
             }
-            admission = Admission(company_id, headers, latency_s=config.latency_ms / 1000)
+            admission = Admission(company_id, headers, latency_s=config.latency_ms / 1000, stats=self._stats)
             if company_id is not None:
                 self._inflight[company_id] += 1
                 concurrent = self._inflight[company_id]
@@ -496,6 +499,8 @@ class FakeCodat:
             if admission.company_id is not None:
                 self._inflight[admission.company_id] -= 1
             stats = self._stats
+            if admission.stats is not None and admission.stats is not stats:
+                return
             stats.requests += 1
             stats.by_status[status] += 1
             stats.by_path[path][status] += 1
