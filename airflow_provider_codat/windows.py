@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from airflow_provider_codat.data_types import DataType
@@ -34,6 +34,21 @@ class Window:
         if self.kind == "incremental":
             return f"window_start={key_time(self.start)}/window_end={key_time(self.end)}"
         return f"{self.kind}/as_of={key_time(self.end)}"
+
+    def whole_days(self) -> tuple[date | None, date]:
+        """The smallest span of whole UTC days covering ``[query_start, end)``."""
+        start = self.query_start.date() if self.query_start else None
+        end = self.end.date()
+        if self.end != datetime(end.year, end.month, end.day, tzinfo=UTC):
+            end += timedelta(days=1)
+        return start, end
+
+    def contains(self, value: Any) -> bool:
+        """Whether a record's cursor value (``modifiedDate`` text) falls in ``[query_start, end)``."""
+        when = to_utc_datetime(value, "modifiedDate")
+        if when is None:
+            return False
+        return (self.query_start is None or when >= self.query_start) and when < self.end
 
     def as_dict(self) -> dict[str, Any]:
         """The window as JSON-ready text, for manifests and XComs."""

@@ -130,3 +130,40 @@ def test_pendulum_dates_from_the_airflow_context_stay_aware_through_lookback():
     )
     assert type(win.query_start) is datetime
     assert win.query_start == datetime(2024, 3, 1, 0, tzinfo=UTC)
+
+
+def test_whole_days_cover_the_query_window():
+    win = Window(
+        "incremental",
+        datetime(2024, 2, 1, 6, tzinfo=UTC),
+        datetime(2024, 2, 3, 18, tzinfo=UTC),
+        datetime(2024, 2, 1, 5, tzinfo=UTC),
+    )
+    assert win.whole_days() == (date(2024, 2, 1), date(2024, 2, 4))
+    midnight = Window(
+        "incremental",
+        datetime(2024, 2, 1, tzinfo=UTC),
+        datetime(2024, 2, 3, tzinfo=UTC),
+        datetime(2024, 2, 1, tzinfo=UTC),
+    )
+    assert midnight.whole_days() == (date(2024, 2, 1), date(2024, 2, 3))
+
+
+@pytest.mark.parametrize(
+    ("value", "inside"),
+    [
+        ("2024-02-01T05:00:00Z", True),
+        ("2024-02-01T04:59:59.999Z", False),
+        ("2024-02-03T17:59:59.5Z", True),
+        ("2024-02-03T18:00:00Z", False),
+        (None, False),
+    ],
+)
+def test_contains_is_half_open_on_the_query_window(value, inside):
+    win = Window(
+        "incremental",
+        datetime(2024, 2, 1, 6, tzinfo=UTC),
+        datetime(2024, 2, 3, 18, tzinfo=UTC),
+        datetime(2024, 2, 1, 5, tzinfo=UTC),
+    )
+    assert win.contains(value) is inside

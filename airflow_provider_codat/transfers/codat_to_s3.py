@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -14,8 +14,8 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_codat import __version__
 from airflow_provider_codat.data_types import DataType, get_data_type
-from airflow_provider_codat.exceptions import CodatDataUnavailableError, CodatInputError
-from airflow_provider_codat.hooks.codat import CodatHook, validate_id
+from airflow_provider_codat.exceptions import CodatBadRequestError, CodatDataUnavailableError, CodatInputError
+from airflow_provider_codat.hooks.codat import CodatHook, Page, validate_id
 from airflow_provider_codat.query import combine, window
 from airflow_provider_codat.s3_writer import S3DatasetWriter, delete_keys, file_extension, put_json
 from airflow_provider_codat.windows import Window, iso, resolve_window, to_utc_datetime
@@ -192,7 +192,8 @@ class CodatToS3Operator(BaseOperator):
             "attempt": attempt,
         }
         try:
-            files, connection_ids = self._transfer(data_type, company_id, connection_id, query, f"{folder}/{attempt}")
+            pages = self._read_pages(data_type, company_id, connection_id, query, win, manifest)
+            files, connection_ids = self._transfer(pages, f"{folder}/{attempt}")
         except CodatDataUnavailableError as err:
             manifest.update(status="skipped", reason=err.reason, message=str(err), files=[], records=0)
             summary = self._publish(folder, attempt, manifest, started)
@@ -226,15 +227,53 @@ class CodatToS3Operator(BaseOperator):
             full_refresh=self.full_refresh,
         )
 
-    def _query_for(self, data_type: DataType, win: Window) -> str | None:
+    def _query_for(self, data_type: DataType, win: Window, whole_days: bool = False) -> str | None:
         if not data_type.incremental:
             if self.query:
                 raise CodatInputError(f"{data_type.name!r} is a snapshot: it cannot be filtered with a query.")
             return None
-        window_query = (
-            window(win.query_start, win.end, field=data_type.cursor_field) if win.kind == "incremental" else None
+        if win.kind != "incremental":
+            return combine(self.query)
+        start, end = win.whole_days() if whole_days else (win.query_start, win.end)
+        return combine(window(start, end, field=data_type.cursor_field), self.query)
+
+    def _read_pages(
+        self,
+        data_type: DataType,
+        company_id: str,
+        connection_id: str | None,
+        query: str | None,
+        win: Window,
+        manifest: dict[str, Any],
+    ) -> Iterator[Page]:
+        """
+        The pages to write, or the snapshot as one page.
+
+        Codat's docs show only dates (``YYYY-MM-DD``) in queries; full timestamps work in practice but
+        are unverified. If Codat rejects the timestamp window before any page was read, read whole
+        days instead and keep only the records inside the window here; the manifest says so.
+        """
+        if not data_type.incremental:
+            yield Page(records=[self.hook.get_snapshot(company_id, data_type, self.report_params)], page_number=1)
+            return
+        read_any = False
+        try:
+            for page in self.hook.iter_pages(company_id, data_type, connection_id=connection_id, query=query):
+                read_any = True
+                yield page
+            return
+        except CodatBadRequestError:
+            if read_any or win.kind != "incremental":
+                raise
+        day_query = self._query_for(data_type, win, whole_days=True)
+        self.log.warning(
+            "Codat rejected timestamps in the query; reading whole days (%s) and keeping only records in the window",
+            day_query,
         )
-        return combine(window_query, self.query)
+        manifest.update(query=day_query, window_filtered_client_side=True)
+        for page in self.hook.iter_pages(company_id, data_type, connection_id=connection_id, query=day_query):
+            page.records = [r for r in page.records if win.contains(r.get(data_type.cursor_field))]
+            yield page
 
     def _dataset_folder(self, data_type: DataType, company_id: str, win: Window) -> str:
         return f"{_clean_prefix(self.s3_prefix)}{data_type.name}/company_id={company_id}/{win.partition()}"
@@ -260,9 +299,7 @@ class CodatToS3Operator(BaseOperator):
                 "Nothing was read from Codat."
             ) from None
 
-    def _transfer(
-        self, data_type: DataType, company_id: str, connection_id: str | None, query: str | None, folder: str
-    ) -> tuple[list, list[str]]:
+    def _transfer(self, pages: Iterator[Page], folder: str) -> tuple[list, list[str]]:
         extension = file_extension(self.file_format, self.compression)
         writer = S3DatasetWriter(
             self.s3_client,
@@ -275,16 +312,12 @@ class CodatToS3Operator(BaseOperator):
         )
         connection_ids: list[str] = []
         try:
-            if data_type.incremental:
-                pages = self.hook.iter_pages(company_id, data_type, connection_id=connection_id, query=query)
-                for page in pages:
-                    if page.connection_id:
-                        if page.connection_id not in connection_ids:
-                            connection_ids.append(page.connection_id)
-                        _annotate(page)
-                    writer.write_records(page.records)
-            else:
-                writer.write_records([self.hook.get_snapshot(company_id, data_type, self.report_params)])
+            for page in pages:
+                if page.connection_id:
+                    if page.connection_id not in connection_ids:
+                        connection_ids.append(page.connection_id)
+                    _annotate(page)
+                writer.write_records(page.records)
             files = writer.close()
         except BaseException:
             writer.abort()

@@ -249,3 +249,29 @@ def test_api_key_never_in_logs_xcoms_or_objects(e2e, make_dag, capfd, caplog):
     for text in haystacks:
         for secret in secrets:
             assert secret not in text
+
+
+@pytest.mark.fake_codat(companies=2, records={"invoices": 2000}, dates_only=True)
+def test_codat_rejecting_timestamps_falls_back_to_whole_days_filtered_here(e2e, make_dag):
+    """Codat's docs only show dates in queries; if timestamps are refused the window is still exact."""
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = fake.company_ids()[0]
+    start, end = datetime(2024, 2, 1, 6, tzinfo=UTC), datetime(2024, 2, 3, 18, tzinfo=UTC)
+    dag = make_dag(
+        "e2e_dates_only",
+        company_id=company,
+        data_type="invoices",
+        s3_bucket=bucket,
+        window_start=start.isoformat(),
+        window_end=end.isoformat(),
+    )
+    assert task_states(run(dag)) == {"extract": "success"}
+    objects = read_objects(s3, bucket)
+    (manifest_key,) = [k for k in objects if k.endswith("_manifest.json")]
+    manifest = json.loads(objects.pop(manifest_key))
+    assert manifest["query"] == "modifiedDate>=2024-02-01&&modifiedDate<2024-02-04"
+    assert manifest["window_filtered_client_side"] is True
+    written = [r for blob in objects.values() for r in jsonl_gz(blob)]
+    expected = in_window(fake.records(company, "invoices"), start, end)
+    assert sorted(r["id"] for r in written) == sorted(r["id"] for r in expected) and expected
+    assert manifest["records"] == len(expected)

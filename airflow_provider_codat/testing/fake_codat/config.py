@@ -58,6 +58,8 @@ class FakeCodatConfig:
         ``Retry-After`` points at the next 00:00 UTC.
     :param retry_after_s: the ``Retry-After`` of ``fail_429`` answers.
     :param retry_after_format: ``"seconds"`` or ``"http-date"``: how every ``Retry-After`` is written.
+    :param dates_only: the stricter reading of Codat's docs, which only show ``YYYY-MM-DD`` dates in
+        queries: a query holding a full timestamp gets a 400.
     :param fail_429: the next N matching requests get a 429 (rate limited).
     :param fail_5xx: the next N matching requests get ``fail_5xx_status``.
     :param fail_5xx_status: 500 or 503 (or any status) for ``fail_5xx``.
@@ -93,6 +95,7 @@ class FakeCodatConfig:
     daily_quota_exhausted: bool = False
     retry_after_s: int = 1
     retry_after_format: str = "seconds"
+    dates_only: bool = False
     # Faults: counters, each with a path filter.
     fail_429: int = 0
     fail_429_path: str | None = None

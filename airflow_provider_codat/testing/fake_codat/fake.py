@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import re
 import threading
 import time
 import uuid
@@ -557,6 +558,8 @@ class FakeCodat:
             else:
                 data_type, connection_id, bank_account_id = target
                 table = self._available_table(company_id, data_type, connection_id, bank_account_id)
+            if query and self._config.dates_only and _TIMESTAMP_VALUE.search(query):
+                raise CodatHTTPError(400, f"Invalid query '{query}': dates must be in the format yyyy-MM-dd.", "ClientsApi")
             try:
                 selection = table.select(query, order_by)
             except QueryError as error:
@@ -868,6 +871,9 @@ class FakeCodat:
         document["modifiedDate"] = utc_instant(epoch)
         if "sourceModifiedDate" in document:
             document["sourceModifiedDate"] = local_instant(epoch - 60)
+
+
+_TIMESTAMP_VALUE = re.compile(r"\d{4}-\d{2}-\d{2}T\d")
 
 
 def _authorized(header: str | None, api_key: str) -> bool:
