@@ -52,15 +52,42 @@ def wait_for_http(url: str, timeout: float = 30.0, process: subprocess.Popen | N
 
 
 def stop(process: subprocess.Popen | None, timeout: float = 10.0) -> None:
-    """Stop a process we started, by its PID: SIGTERM, then SIGKILL if it lingers."""
-    if process is None or process.poll() is not None:
+    """
+    Stop a process we started, and everything it started: SIGTERM, then SIGKILL if it lingers.
+
+    Processes here are started in a session of their own (``start_new_session=True``), so their
+    process group id is their PID: signalling the group reaches children that would otherwise
+    outlive their parent (``airflow standalone`` leaves its scheduler and api-server behind).
+    """
+    if process is None:
         return
-    process.send_signal(signal.SIGTERM)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+        try:
+            process.wait(timeout)
+            if sig == signal.SIGTERM:
+                # The leader is gone; give its children the same time, then make sure.
+                deadline = time.monotonic() + timeout
+                while _group_alive(process.pid) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                if not _group_alive(process.pid):
+                    return
+        except subprocess.TimeoutExpired:
+            continue
+    process.wait(timeout)
+
+
+def _group_alive(pgid: int) -> bool:
     try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout)
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class LocalStack:
