@@ -353,17 +353,31 @@ class CodatToS3Operator(BaseOperator):
         }
 
     def _remove_stale(self, folder: str, attempt: str) -> None:
+        """
+        Delete what other attempts of this window left: files, and multipart uploads that a killed
+        worker never completed or aborted (they hold storage and would otherwise linger).
+        """
         keep_prefix = f"{folder}/{attempt}/"
+        manifest_key = f"{folder}/{MANIFEST_NAME}"
         stale: list[str] = []
-        paginator = self.s3_client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.s3_bucket, Prefix=f"{folder}/"):
+        for page in self.s3_client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.s3_bucket, Prefix=f"{folder}/"
+        ):
             for obj in page.get("Contents", []):
-                key = obj["Key"]
-                if key != f"{folder}/{MANIFEST_NAME}" and not key.startswith(keep_prefix):
-                    stale.append(key)
+                if obj["Key"] != manifest_key and not obj["Key"].startswith(keep_prefix):
+                    stale.append(obj["Key"])
         if stale:
             self.log.info("Removing %d object(s) left by earlier attempts of this window", len(stale))
             delete_keys(self.s3_client, self.s3_bucket, stale)
+        for page in self.s3_client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.s3_bucket, Prefix=f"{folder}/"
+        ):
+            for upload in page.get("Uploads", []):
+                if not upload["Key"].startswith(keep_prefix):
+                    self.log.info("Aborting an unfinished upload of an earlier attempt: %s", upload["Key"])
+                    self.s3_client.abort_multipart_upload(
+                        Bucket=self.s3_bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
 
     def _file_entry(self, written) -> dict[str, Any]:
         return {

@@ -197,6 +197,7 @@ class FakeCodat:
         self._config = config.replace()
         self._forget_overrides()
         self._stats = _Stats()
+        self._inflight = collections.Counter()
         self._quota_used = 0
 
     def _forget_overrides(self) -> None:
@@ -497,11 +498,11 @@ class FakeCodat:
     def finish(self, admission: Admission, method: str, path: str, query: str, status: int) -> None:
         """Account for an answered API request."""
         with self._lock:
-            if admission.company_id is not None:
-                self._inflight[admission.company_id] -= 1
             stats = self._stats
             if admission.stats is not None and admission.stats is not stats:
-                return
+                return  # admitted before a reset: counted in neither the new statistics nor the limit
+            if admission.company_id is not None:
+                self._inflight[admission.company_id] -= 1
             stats.requests += 1
             stats.by_status[status] += 1
             stats.by_path[path][status] += 1
