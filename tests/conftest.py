@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import tempfile
 
-# Before anything imports airflow: an isolated home, so tests never touch ~/airflow.
+# Before anything imports airflow: an isolated home per process, so tests never touch ~/airflow
+# and xdist workers never share a SQLite metadata DB (they inherit the controller's environment,
+# so this must overwrite, not setdefault: two workers migrating one DB collide).
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="codat-tests-airflow-")
-os.environ.setdefault("AIRFLOW_HOME", _AIRFLOW_HOME)
+os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+os.environ.pop("AIRFLOW__CORE__DAGS_FOLDER", None)
+os.environ.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 # boto3 must never find real credentials or reach AWS from a test.

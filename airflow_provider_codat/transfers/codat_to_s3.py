@@ -75,6 +75,8 @@ class CodatToS3Operator(BaseOperator):
     :param file_format: ``jsonl`` (default), ``csv`` or ``parquet`` (needs the ``parquet`` extra).
     :param compression: ``gzip`` (default) or ``none``; for parquet, the codec inside the file
         (``gzip``, ``snappy``, ``zstd`` or ``none``), never a gzip wrapper around it.
+    :param compression_level: gzip level (0-9) for jsonl and csv, or the Parquet codec's level;
+        default the writer's (2 for gzip: measured fastest per byte saved, see ``bench/RESULTS.md``).
     :param max_file_size: bytes written to one file before rolling to the next part.
     :param encrypt: server-side encryption with S3-managed keys (SSE-S3, ``AES256``).
     :param sse_kms_key_id: server-side encryption with this KMS key (SSE-KMS).
@@ -113,6 +115,7 @@ class CodatToS3Operator(BaseOperator):
         full_refresh: bool = False,
         file_format: str = "jsonl",
         compression: str = "gzip",
+        compression_level: int | None = None,
         max_file_size: int = 256 * 1024 * 1024,
         encrypt: bool = False,
         sse_kms_key_id: str | None = None,
@@ -136,6 +139,7 @@ class CodatToS3Operator(BaseOperator):
         self.full_refresh = full_refresh
         self.file_format = file_format
         self.compression = compression
+        self.compression_level = compression_level
         self.max_file_size = max_file_size
         self.encrypt = encrypt
         self.sse_kms_key_id = sse_kms_key_id
@@ -308,6 +312,7 @@ class CodatToS3Operator(BaseOperator):
             file_format=self.file_format,
             compression=self.compression,
             max_file_size=self.max_file_size,
+            compression_level=self.compression_level,
             extra_args=self._sse_args(),
         )
         connection_ids: list[str] = []
