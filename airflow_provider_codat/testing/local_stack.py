@@ -30,6 +30,25 @@ from airflow_provider_codat.testing.fake_codat.config import DEFAULT_API_KEY
 S3_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
 
 
+def aws_connection(endpoint_url: str, **config_kwargs: dict) -> dict:
+    """
+    An Airflow ``aws`` connection (as a dict) for a local S3 at ``endpoint_url``, path-style.
+
+    :param endpoint_url: e.g. ``http://127.0.0.1:9000``.
+    :param config_kwargs: more botocore config sections, e.g. ``retries={"total_max_attempts": 2}``.
+    """
+    return {
+        "conn_type": "aws",
+        "login": S3_CREDENTIALS["aws_access_key_id"],
+        "password": S3_CREDENTIALS["aws_secret_access_key"],
+        "extra": {
+            "region_name": S3_CREDENTIALS["region_name"],
+            "endpoint_url": endpoint_url,
+            "config_kwargs": {"s3": {"addressing_style": "path"}, **config_kwargs},
+        },
+    }
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as sock:
@@ -186,16 +205,7 @@ class LocalStack:
     def env(self) -> dict[str, str]:
         """Environment variables that point Airflow's ``codat_default`` and ``aws_default`` here."""
         codat = {"conn_type": "codat", "password": DEFAULT_API_KEY, "host": self.codat_url}
-        aws = {
-            "conn_type": "aws",
-            "login": S3_CREDENTIALS["aws_access_key_id"],
-            "password": S3_CREDENTIALS["aws_secret_access_key"],
-            "extra": {
-                "region_name": S3_CREDENTIALS["region_name"],
-                "endpoint_url": self.s3_url,
-                "config_kwargs": {"s3": {"addressing_style": "path"}},
-            },
-        }
+        aws = aws_connection(self.s3_url)
         return {
             "AIRFLOW_CONN_CODAT_DEFAULT": json.dumps(codat),
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws),

@@ -40,16 +40,9 @@ def make_dag(dags_folder: Path) -> Callable[..., Any]:
 @pytest.fixture
 def aws_conn_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """Point ``aws_default`` at the local S3 server."""
-    conn = {
-        "conn_type": "aws",
-        "login": "testing",
-        "password": "testing",
-        "extra": {
-            "region_name": "us-east-1",
-            "endpoint_url": moto_server,
-            "config_kwargs": {"s3": {"addressing_style": "path"}},
-        },
-    }
+    from airflow_provider_codat.testing.local_stack import aws_connection
+
+    conn = aws_connection(moto_server)
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(conn))
     return moto_server
 

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from airflow.listeners import hookimpl
 
+from airflow_provider_codat.testing.local_stack import aws_connection
+
 # The end-to-end fixtures, shared rather than copied.
 from tests.e2e.conftest import airflow_db, aws_conn_env, dags_folder, e2e, make_dag  # noqa: F401
 from tests.reliability.helpers import Figures
@@ -110,19 +112,7 @@ def task_events() -> Iterator[TaskEvents]:
 def s3_proxy(e2e: dict, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3FaultProxy]:  # noqa: F811
     """A fault-injecting proxy in front of moto; ``aws_default`` points at it (botocore: 2 attempts)."""
     proxy = S3FaultProxy(moto_server).start()
-    conn = {
-        "conn_type": "aws",
-        "login": "testing",
-        "password": "testing",
-        "extra": {
-            "region_name": "us-east-1",
-            "endpoint_url": proxy.url,
-            "config_kwargs": {
-                "s3": {"addressing_style": "path"},
-                "retries": {"mode": "standard", "total_max_attempts": 2},
-            },
-        },
-    }
+    conn = aws_connection(proxy.url, retries={"mode": "standard", "total_max_attempts": 2})
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(conn))
     try:
         yield proxy
