@@ -36,6 +36,10 @@ class CodatConnectionError(CodatError):
     """Codat could not be reached (DNS, refused connection, TLS, timeouts), after retries."""
 
 
+class CodatTLSError(CodatConnectionError):
+    """The server's TLS certificate failed verification: not retried, and the key was never sent."""
+
+
 class CodatAPIError(CodatError):
     """
     Codat answered with an error status.

@@ -42,6 +42,7 @@ from airflow_provider_codat.exceptions import (
     CodatPlanLimitError,
     CodatRateLimitError,
     CodatServerError,
+    CodatTLSError,
 )
 from airflow_provider_codat.query import Query, combine
 
@@ -586,7 +587,7 @@ class CodatHook(BaseHook):
             ) as response:
                 content = _read_body(response)
         except requests.exceptions.SSLError as err:
-            raise CodatConnectionError(
+            raise CodatTLSError(
                 f"TLS verification failed for {settings.base_url}: {_short(err)}. Fix the certificate, or "
                 "point the connection's 'verify' extra at a CA bundle.",
             ) from None
@@ -701,7 +702,7 @@ class CodatHook(BaseHook):
         """Retry transient failures only: timeouts, dropped connections, 408, 5xx, 429 within the cap."""
         if isinstance(exc, CodatRateLimitError):
             return exc.retryable
-        return isinstance(exc, (CodatServerError, CodatConnectionError)) and not _is_tls_error(exc)
+        return isinstance(exc, (CodatServerError, CodatConnectionError)) and not isinstance(exc, CodatTLSError)
 
     def _wait(self, retry_state: tenacity.RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
@@ -944,10 +945,6 @@ def _parse_retry_after(value: str | None) -> tuple[float | None, datetime | None
         return max(0.0, (when - datetime.now(UTC)).total_seconds()), when
     seconds = max(0.0, seconds)
     return seconds, datetime.fromtimestamp(time.time() + seconds, tz=UTC)
-
-
-def _is_tls_error(exc: BaseException) -> bool:
-    return isinstance(exc, CodatConnectionError) and str(exc).startswith("TLS verification failed")
 
 
 def _short(err: BaseException) -> str:
