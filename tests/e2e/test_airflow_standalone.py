@@ -34,7 +34,7 @@ def standalone(tmp_path):
             assert process.poll() is None, process.stdout.read().decode()
             assert time.monotonic() < deadline, "airflow standalone did not come up in 300 s"
             time.sleep(1)
-        yield json.loads(state_file.read_text())
+        yield {**json.loads(state_file.read_text()), "log": tmp_path / "home" / "logs" / "standalone.log"}
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -56,7 +56,7 @@ def test_trigger_example_dag_through_the_rest_api(standalone):
     # A manual run with no logical date has no data interval: the operator reads everything up to the trigger.
     body = {"logical_date": None, "conf": {"data_types": ["invoices", "customers"]}}
     run = requests.post(f"{url}/api/v2/dags/example_codat_to_s3/dagRuns", headers=headers, json=body, timeout=30)
-    assert run.status_code == 200, run.text
+    assert run.status_code == 200, f"{run.text}\n{_log_tail(standalone['log'])}"
     run_id = run.json()["dag_run_id"]
     deadline = time.monotonic() + 420
     state = None
@@ -77,3 +77,9 @@ def test_trigger_example_dag_through_the_rest_api(standalone):
     summary = json.loads(summary) if isinstance(summary, str) else summary
     assert summary["failed"] == 0 and summary["complete"] == summary["planned"] > 0
     assert summary["records"] > 0
+
+
+def _log_tail(log: Path, lines: int = 120) -> str:
+    """The end of the standalone log: the api-server's traceback behind an HTTP 500 lands there."""
+    text = log.read_text(errors="replace") if log.exists() else "(no standalone log)"
+    return "\n".join(text.splitlines()[-lines:])
