@@ -233,14 +233,6 @@ class LocalStack:
         return found
 
 
-#: SQLite connect arguments for the local Airflow. ``airflow standalone`` runs the scheduler, dag-processor,
-#: triggerer, api-server and the task processes against one SQLite file, and SQLite lets one writer in at a
-#: time. With sqlite3's default 5 s busy timeout a loaded 2-core machine sees "database is locked", which the
-#: api-server answers as HTTP 500 "Database error" (seen when triggering a run while the scheduled run's tasks
-#: were starting). Waiting up to a minute for the lock costs nothing on a trial machine.
-SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 60}
-
-
 def airflow_env(home: Path, dags_folder: Path, **extra: str) -> dict[str, str]:
     """Environment for an ``airflow`` CLI on SQLite in ``home`` with ``dags_folder``."""
     env = dict(os.environ)
@@ -249,8 +241,6 @@ def airflow_env(home: Path, dags_folder: Path, **extra: str) -> dict[str, str]:
         AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__UNIT_TEST_MODE="False",
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=f"{__name__}.SQLITE_CONNECT_ARGS",
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC=f"{__name__}.SQLITE_CONNECT_ARGS",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     )
     env.update(extra)
