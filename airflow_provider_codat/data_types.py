@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from airflow_provider_codat.data_type_fields import FIELDS
+
 
 class Scope(enum.StrEnum):
     """Where a data type lives in Codat's URL space."""
@@ -55,6 +57,14 @@ class DataType:
     cursor_field: str | None = "modifiedDate"
     primary_key: tuple[str, ...] = ("id",)
     has_is_deleted: bool = True
+
+    @property
+    def fields(self) -> tuple[str, ...] | None:
+        """
+        The top-level record fields in Codat's OpenAPI specs, sorted; ``None`` where the specs have no
+        record schema (``itemReceipts``). CSV and Parquet files use them as their columns.
+        """
+        return FIELDS.get(self.name)
 
     @property
     def connection_scoped(self) -> bool:

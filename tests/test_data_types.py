@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +63,30 @@ def test_unknown_type_without_a_near_name():
     with pytest.raises(UnknownDataTypeError) as err:
         get_data_type("zzz")
     assert str(err.value).startswith("Unknown Codat data type 'zzz'. Known data types: accounts, customers,")
+
+
+def test_fields_come_from_codats_record_schemas():
+    assert DATA_TYPES["paymentMethods"].fields == (
+        "id", "metadata", "modifiedDate", "name", "sourceModifiedDate", "status", "type",
+    )  # fmt: skip
+    assert DATA_TYPES["itemReceipts"].fields is None  # no record schema in Codat's specs
+    for data_type in DATA_TYPES.values():
+        if data_type.fields is None:
+            continue
+        assert list(data_type.fields) == sorted(set(data_type.fields)), data_type.name
+        assert set(data_type.primary_key) <= set(data_type.fields), data_type.name
+        assert data_type.cursor_field is None or data_type.cursor_field in data_type.fields, data_type.name
+    assert [name for name, d in DATA_TYPES.items() if d.fields is None] == ["itemReceipts"]
+
+
+def test_generated_fields_module_matches_the_committed_schemas():
+    """``data_type_fields.py`` is what ``scripts/generate_data_type_fields.py`` makes of tests/testing/codat_schemas."""
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("generate_fields", root / "scripts" / "generate_data_type_fields.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    committed = (root / "airflow_provider_codat" / "data_type_fields.py").read_text()
+    assert generator.render(root / "tests" / "testing" / "codat_schemas") == committed
+    assert generator.top_level_fields(
+        {"allOf": [{"properties": {"a": {}}}, {"anyOf": [{"properties": {"b": {}}}, {"type": "null"}]}]}
+    ) == {"a", "b"}

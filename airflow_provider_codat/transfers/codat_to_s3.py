@@ -13,11 +13,11 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_codat import __version__
-from airflow_provider_codat.data_types import DataType, get_data_type
+from airflow_provider_codat.data_types import DataType, Scope, get_data_type
 from airflow_provider_codat.exceptions import CodatBadRequestError, CodatDataUnavailableError, CodatInputError
 from airflow_provider_codat.hooks.codat import CodatHook, Page, validate_id
 from airflow_provider_codat.query import combine, window
-from airflow_provider_codat.s3_writer import S3DatasetWriter, delete_keys, file_extension, put_json
+from airflow_provider_codat.s3_writer import EXTRA_COLUMN, S3DatasetWriter, delete_keys, file_extension, put_json
 from airflow_provider_codat.windows import Window, iso, resolve_window, to_utc_datetime
 
 if TYPE_CHECKING:
@@ -180,6 +180,7 @@ class CodatToS3Operator(BaseOperator):
             win.as_dict(),
         )
 
+        columns = table_columns(data_type) if self.file_format != "jsonl" else None
         manifest = {
             "manifest_version": MANIFEST_VERSION,
             "status": "complete",
@@ -191,13 +192,14 @@ class CodatToS3Operator(BaseOperator):
             "connection_ids": [],
             "file_format": self.file_format,
             "compression": self.compression,
+            **({"columns": [*columns, EXTRA_COLUMN]} if columns else {}),
             "provider_version": __version__,
             "run_id": context["run_id"],
             "attempt": attempt,
         }
         try:
             pages = self._read_pages(data_type, company_id, connection_id, query, win, manifest)
-            files, connection_ids = self._transfer(pages, f"{folder}/{attempt}")
+            files, connection_ids = self._transfer(pages, f"{folder}/{attempt}", columns)
         except CodatDataUnavailableError as err:
             manifest.update(status="skipped", reason=err.reason, message=str(err), files=[], records=0)
             summary = self._publish(folder, attempt, manifest, started)
@@ -303,7 +305,7 @@ class CodatToS3Operator(BaseOperator):
                 "Nothing was read from Codat."
             ) from None
 
-    def _transfer(self, pages: Iterator[Page], folder: str) -> tuple[list, list[str]]:
+    def _transfer(self, pages: Iterator[Page], folder: str, columns: tuple[str, ...] | None) -> tuple[list, list[str]]:
         extension = file_extension(self.file_format, self.compression)
         writer = S3DatasetWriter(
             self.s3_client,
@@ -313,6 +315,7 @@ class CodatToS3Operator(BaseOperator):
             compression=self.compression,
             max_file_size=self.max_file_size,
             compression_level=self.compression_level,
+            columns=columns,
             extra_args=self._sse_args(),
         )
         connection_ids: list[str] = []
@@ -449,11 +452,30 @@ def _check_static_options(op: CodatToS3Operator) -> None:
         raise CodatInputError(f"max_file_size={op.max_file_size!r} must be at least 1 MiB (1048576 bytes).")
 
 
+#: The fields :func:`_annotate` adds to connection-scoped records, and to bank-account-scoped ones.
+CONNECTION_FIELD, BANK_ACCOUNT_FIELD = "_connectionId", "_bankAccountId"
+
+
+def table_columns(data_type: DataType) -> tuple[str, ...] | None:
+    """
+    The CSV/Parquet columns of ``data_type``'s files (before the writer's ``_extra``), or ``None``.
+
+    The fields of Codat's record schema, plus the fields :func:`_annotate` adds, sorted: the same
+    for every page, file and run of the data type, whatever the records of one window carry.
+    Fields outside the schema are kept in ``_extra``. ``None`` (no schema in Codat's specs) lets the
+    writer take the columns from a sample of the records.
+    """
+    if data_type.fields is None:
+        return None
+    added = {Scope.CONNECTION: (CONNECTION_FIELD,), Scope.BANK_ACCOUNT: (CONNECTION_FIELD, BANK_ACCOUNT_FIELD)}
+    return tuple(sorted({*data_type.fields, *added.get(data_type.scope, ())}))
+
+
 def _annotate(page) -> None:
     """Tag connection-scoped records with where they came from: ids are unique per connection only."""
-    extra = {"_connectionId": page.connection_id}
+    extra = {CONNECTION_FIELD: page.connection_id}
     if page.bank_account_id:
-        extra["_bankAccountId"] = page.bank_account_id
+        extra[BANK_ACCOUNT_FIELD] = page.bank_account_id
     for record in page.records:
         record.update(extra)
 

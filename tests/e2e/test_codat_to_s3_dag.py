@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from airflow_provider_codat.data_types import DATA_TYPES
 from tests.e2e.conftest import read_objects, task_states, xcom
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
@@ -34,6 +35,17 @@ def folder(company, data_type="invoices", prefix="codat"):
 
 def jsonl_gz(blob: bytes) -> list[dict]:
     return [json.loads(line) for line in gzip.decompress(blob).splitlines()]
+
+
+def read_table(key: str, blob: bytes) -> tuple[list[dict], list[str]]:
+    """The rows and column names of a ``.csv.gz`` or ``.parquet`` part file."""
+    if key.endswith(".csv.gz"):
+        reader = csv.DictReader(io.StringIO(gzip.decompress(blob).decode()))
+        return list(reader), list(reader.fieldnames)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(blob))
+    return table.to_pylist(), table.column_names
 
 
 @pytest.mark.fake_codat(companies=3, records={"invoices": 3000})
@@ -140,20 +152,53 @@ def test_csv_and_parquet_are_readable_by_standard_tools(e2e, make_dag, file_form
     objects = read_objects(s3, bucket, folder(company))
     (part_key,) = [k for k in objects if "/part-" in k]
     expected = {r["id"]: r for r in in_window(fake.records(company, "invoices"))}
-    if file_format == "csv":
-        assert part_key.endswith(".csv.gz")
-        rows = list(csv.DictReader(io.StringIO(gzip.decompress(objects[part_key]).decode())))
-    else:
-        import pyarrow.parquet as pq
-
-        assert part_key.endswith(".parquet")
-        rows = pq.read_table(io.BytesIO(objects[part_key])).to_pylist()
+    rows, columns = read_table(part_key, objects[part_key])
+    assert part_key.endswith(".csv.gz" if file_format == "csv" else ".parquet")
     assert sorted(r["id"] for r in rows) == sorted(expected)
+    # The columns are the fields of Codat's invoice schema, whatever these records carry.
+    assert columns == [*DATA_TYPES["invoices"].fields, "_extra"]
+    assert json.loads(objects[f"{folder(company)}/_manifest.json"])["columns"] == columns
     row = rows[0]
     source = expected[row["id"]]
     assert row["invoiceNumber"] == source["invoiceNumber"]
     assert json.loads(row["lineItems"]) == source["lineItems"]
     assert json.loads(row["totalAmount"]) == source["totalAmount"]
+
+
+@pytest.mark.fake_codat(companies=1, records={"invoices": 200, "bankTransactions": 40})
+@pytest.mark.parametrize("file_format", ["csv", "parquet"])
+def test_table_columns_are_the_same_for_every_run_whatever_the_records_carry(e2e, make_dag, file_format):
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = fake.company_ids()[0]
+    invoices = fake.records(company, "invoices")
+    paid, unpaid = [r for r in invoices if "paidOnDate" in r], [r for r in invoices if "paidOnDate" not in r]
+    assert paid and unpaid  # the fake leaves optional fields out of some records
+    common = dict(company_id=company, s3_bucket=bucket, file_format=file_format, full_refresh=True)
+    headers = {}
+    for name, records in (("paid", paid), ("unpaid", unpaid)):
+        query = " || ".join(f"id={r['id']}" for r in records[:5])
+        dag = make_dag(f"e2e_cols_{file_format}_{name}", data_type="invoices", query=query, s3_prefix=name, **common)
+        assert task_states(run(dag)) == {"extract": "success"}
+        objects = read_objects(s3, bucket, f"{name}/invoices/")
+        (part_key,) = [k for k in objects if "/part-" in k]
+        rows, headers[name] = read_table(part_key, objects[part_key])
+        assert sorted(row["id"] for row in rows) == sorted(r["id"] for r in records[:5])
+        assert {bool(row["paidOnDate"]) for row in rows} == {name == "paid"}
+    assert headers["paid"] == headers["unpaid"] == [*DATA_TYPES["invoices"].fields, "_extra"]
+
+    # Bank transactions also carry where they were read from.
+    dag = make_dag(f"e2e_cols_{file_format}_bank", data_type="bankTransactions", s3_prefix="bank", **common)
+    assert task_states(run(dag)) == {"extract": "success"}
+    objects = read_objects(s3, bucket, "bank/bankTransactions/")
+    (part_key,) = [k for k in objects if "/part-" in k]
+    rows, columns = read_table(part_key, objects[part_key])
+    assert columns == sorted([*DATA_TYPES["bankTransactions"].fields, "_bankAccountId", "_connectionId"]) + ["_extra"]
+    expected = fake.records(company, "bankTransactions")
+    assert sorted(row["id"] for row in rows) == sorted(r["id"] for r in expected)
+    assert {(row["_bankAccountId"], row["accountId"]) for row in rows} == {(r["accountId"],) * 2 for r in expected}
+    connections = {c["id"] for c in fake.connections(company)}
+    assert all(row["_connectionId"] in connections for row in rows)
+    assert {row["_extra"] for row in rows} == ({""} if file_format == "csv" else {None})
 
 
 @pytest.mark.fake_codat(companies=2, records={"invoices": 50})

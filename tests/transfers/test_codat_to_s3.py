@@ -6,8 +6,9 @@ from datetime import timedelta
 
 import pytest
 
+from airflow_provider_codat.data_types import DATA_TYPES
 from airflow_provider_codat.exceptions import CodatInputError
-from airflow_provider_codat.transfers.codat_to_s3 import CodatToS3Operator, _clean_prefix, codat_s3_asset
+from airflow_provider_codat.transfers.codat_to_s3 import CodatToS3Operator, _clean_prefix, codat_s3_asset, table_columns
 
 COMPANY = "8a210b68-6988-11ed-a1eb-0242ac120002"
 
@@ -71,3 +72,10 @@ def test_openlineage_facets(monkeypatch):
 def test_asset_for_data_aware_scheduling():
     asset = codat_s3_asset("bucket", "chartOfAccounts", s3_prefix="/raw/")
     assert (asset.uri, asset.name) == ("s3://bucket/raw/accounts", "codat_accounts")
+
+
+def test_table_columns_are_the_schema_fields_plus_where_records_came_from():
+    assert table_columns(DATA_TYPES["paymentMethods"]) == DATA_TYPES["paymentMethods"].fields
+    assert table_columns(DATA_TYPES["bankAccounts"]) == ("_connectionId", *DATA_TYPES["bankAccounts"].fields)
+    assert table_columns(DATA_TYPES["bankTransactions"])[:3] == ("_bankAccountId", "_connectionId", "accountId")
+    assert table_columns(DATA_TYPES["itemReceipts"]) is None  # the writer samples the records
