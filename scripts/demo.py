@@ -27,13 +27,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--companies", type=int, default=6)
     parser.add_argument("--records", type=int, default=3000, help="records per company and data type")
+    parser.add_argument("--work", type=Path, default=WORK, help="working folder (recreated)")
     args = parser.parse_args()
 
-    shutil.rmtree(WORK, ignore_errors=True)
-    home = WORK / "airflow"
+    work = args.work.resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    home = work / "airflow"
     home.mkdir(parents=True)
     started = time.monotonic()
-    with LocalStack(companies=args.companies, records=args.records, log_dir=WORK / "logs") as stack:
+    with LocalStack(companies=args.companies, records=args.records, log_dir=work / "logs") as stack:
         print(f"Fake Codat API: {stack.codat_url}   local S3: {stack.s3_url}   bucket: {stack.bucket}")
         env = airflow_env(home, ROOT / "dags", **stack.env)
         airflow = str(Path(sys.executable).with_name("airflow"))
@@ -42,7 +44,7 @@ def main() -> int:
         run("db", "migrate")
         run("pools", "set", "codat", "8", "Concurrent Codat extractions")
         print(f"Running {DAG_ID} for the data interval ending {LOGICAL_DATE} ...")
-        log_path = WORK / "logs" / "dags-test.log"
+        log_path = work / "logs" / "dags-test.log"
         with open(log_path, "wb") as log:
             result = subprocess.run(
                 [airflow, "dags", "test", DAG_ID, LOGICAL_DATE], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -56,21 +58,36 @@ def main() -> int:
                 f"{manifest['company_id']:<38} {manifest['data_type']:<20} {manifest['status']:<9} "
                 f"{manifest['records']:>8}  {names}"
             )
-        if manifests:
-            example = manifests[0][0]
-            print(f"\nExample manifest: s3://{stack.bucket}/{example}")
+        # The local S3 stops with this script: keep a copy of what landed to look at afterwards.
+        copy = work / "s3" / stack.bucket
+        stack.download(copy)
         total = sum(m["records"] for _, m in manifests)
         print()
         print(
             f"{len(manifests)} datasets, {total} records in s3://{stack.bucket}/codat/ in {time.monotonic() - started:.0f}s."
         )
-        print(f"Airflow's log of the run: {log_path}")
+        print(f"A copy of the bucket is in {_shown(copy)}/ (the local S3 stops now).")
+        if manifests:
+            example = next((key for key, m in manifests if m["files"]), manifests[0][0])
+            print(f"Example manifest: {_shown(copy / example)}")
+            parts = [f["key"] for _, m in manifests for f in m["files"] if f["key"].endswith(".jsonl.gz")]
+            if parts:
+                print(f"Its records:      zcat {_shown(copy / parts[0])} | head -n 2")
+        print(f"Airflow's log of the run: {_shown(log_path)}")
         print("Each window's _manifest.json lists its files, record counts and checksums; see README 'S3 layout'.")
         print("To explore interactively: make airflow (the Airflow UI with these example DAGs).")
         if result.returncode != 0:
             print(f"The DAG run failed (exit {result.returncode}): see {log_path}", file=sys.stderr)
             return result.returncode
     return 0
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the current folder where it is below it: shorter to read and to paste."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 if __name__ == "__main__":

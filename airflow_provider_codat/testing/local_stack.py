@@ -221,6 +221,26 @@ class LocalStack:
         body = requests.get(f"{self.codat_url}/_fake/companies", timeout=10).json()
         return [c if isinstance(c, str) else c["id"] for c in body]
 
+    def download(self, destination: Path) -> list[Path]:
+        """
+        Copy every object in the bucket to ``destination``/``<key>``, so it can be looked at after the
+        local S3 has stopped.
+
+        :return: the files written.
+        """
+        s3 = self.s3_client()
+        root = destination.resolve()
+        written = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            for obj in page.get("Contents", []):
+                path = (root / obj["Key"]).resolve()
+                if not path.is_relative_to(root):
+                    raise ValueError(f"Refusing to write object {obj['Key']!r} outside {root}")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(self.bucket, obj["Key"], str(path))
+                written.append(path)
+        return written
+
     def manifests(self, prefix: str = "") -> list[tuple[str, dict]]:
         """Every ``_manifest.json`` in the bucket, with its key."""
         s3 = self.s3_client()

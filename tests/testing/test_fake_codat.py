@@ -481,9 +481,10 @@ def test_slow_response_times_out_the_client(api, fake_codat):
     fake_codat.configure(slow_response=1, slow_response_s=1.0)
     with pytest.raises(requests.exceptions.ReadTimeout):
         api.get(f"{fake_codat.url}/companies", timeout=0.2)
-    started = time.monotonic()
     assert get(api, fake_codat, "/companies").status_code == 200
-    assert time.monotonic() - started < 0.5
+    # The knob was spent on the first request: the second was answered without the delay.
+    assert fake_codat.stats()["faults"] == {"slow_response": 1}
+    assert fake_codat.config.slow_response == 0
 
 
 def test_latency(api, fake_codat):
@@ -615,10 +616,9 @@ def test_large_record_set_pages(api, fake_codat):
     company_id = fake_codat.company_ids()[0]
     path = f"/companies/{company_id}/data/invoices"
     first = get(api, fake_codat, path, query=WINDOW, pageSize=5000).json()
-    started = time.monotonic()
     second = get(api, fake_codat, path, query=WINDOW, pageSize=5000, page=2).json()
-    assert time.monotonic() - started < 1.0
     assert second["totalResults"] == first["totalResults"] > 5000
+    assert len(first["results"]) == 5000 and len(second["results"]) == first["totalResults"] - 5000
     assert not {r["id"] for r in first["results"]} & {r["id"] for r in second["results"]}
 
 
