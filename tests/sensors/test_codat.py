@@ -18,7 +18,7 @@ def sensor(company_id, data_types, synced_after=None):
     )
 
 
-@pytest.mark.fake_codat(companies=2, sync_delay_s=0.5)
+@pytest.mark.fake_codat(companies=2, sync_delay_s=3)  # long enough to poke before it completes, even under load
 def test_waits_for_a_sync_after_the_request(fake_codat, codat_conn_env):
     from airflow_provider_codat.hooks.codat import CodatHook
 

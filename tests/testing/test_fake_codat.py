@@ -239,7 +239,9 @@ def test_unknown_company_is_404(api, fake_codat):
 
 
 def test_unsynced_is_409_until_a_queued_sync_completes(api, fake_codat):
-    fake_codat.configure(sync_delay_s=0.4)
+    # Queued for the first half of the delay, Fetching for the second: windows of 1.5 s, wide enough
+    # for a loaded machine to observe each state.
+    fake_codat.configure(sync_delay_s=3.0)
     company_id = fake_codat.company_ids()[0]
     fake_codat.set_unsynced(company_id, "invoices")
     path = f"/companies/{company_id}/data/invoices"
@@ -250,12 +252,19 @@ def test_unsynced_is_409_until_a_queued_sync_completes(api, fake_codat):
     operation = api.post(f"{fake_codat.url}/companies/{company_id}/data/queue/invoices").json()
     validator("platform_pullOperation").validate(operation)
     assert (operation["dataType"], operation["status"], operation["isCompleted"]) == ("invoices", "Queued", False)
-    time.sleep(0.25)
-    assert get(api, fake_codat, f"/companies/{company_id}/dataStatus").json()["invoices"]["currentStatus"] == "Fetching"
-    assert get(api, fake_codat, path).status_code == 409
-    time.sleep(0.25)
-    status = get(api, fake_codat, f"/companies/{company_id}/dataStatus").json()["invoices"]
-    assert status["currentStatus"] == "Complete"
+    seen, answers_while_fetching = [], set()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = get(api, fake_codat, f"/companies/{company_id}/dataStatus").json()["invoices"]
+        if not seen or seen[-1] != status["currentStatus"]:
+            seen.append(status["currentStatus"])
+        if status["currentStatus"] == "Complete":
+            break
+        if status["currentStatus"] == "Fetching":
+            answers_while_fetching.add(get(api, fake_codat, path).status_code)
+        time.sleep(0.05)
+    assert seen == ["Queued", "Fetching", "Complete"]
+    assert answers_while_fetching <= {409, 200} and 409 in answers_while_fetching
     assert status["latestSuccessfulSyncId"] == operation["id"]
     assert _instant(status["lastSuccessfulSync"]) <= datetime.now(UTC)
     assert get(api, fake_codat, path).status_code == 200
