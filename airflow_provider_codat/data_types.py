@@ -44,7 +44,9 @@ class DataType:
         (company info, financial reports) are not: each read returns the whole current state.
     :param cursor_field: the field incremental windows filter on.
     :param primary_key: fields that identify a record within a company (and connection, for
-        connection-scoped types).
+        connection-scoped types); empty when nothing does (account balances).
+    :param order_by: the field reads are ordered on (Codat's ``orderBy``), so that page-number paging
+        does not rest on Codat's unstated default order.
     :param has_is_deleted: whether records carry ``metadata.isDeleted``.
     """
 
@@ -56,6 +58,7 @@ class DataType:
     incremental: bool = True
     cursor_field: str | None = "modifiedDate"
     primary_key: tuple[str, ...] = ("id",)
+    order_by: str | None = "id"
     has_is_deleted: bool = True
 
     @property
@@ -96,6 +99,7 @@ def _snapshot(name: str, key: str, path: str) -> DataType:
         incremental=False,
         cursor_field=None,
         primary_key=(),
+        order_by=None,
         has_is_deleted=False,
     )
 
@@ -137,14 +141,16 @@ _ALL: tuple[DataType, ...] = (
     # Open banking, connection-scoped; these records carry no ``metadata``.
     _connection("banking-accounts", source_type="Banking", has_is_deleted=False),
     _connection("banking-transactions", source_type="Banking", has_is_deleted=False),
-    # Balances have no id of their own: one per account and date.
+    # Balances have no id, and nothing else identifies one: Codat's spec says a bank may give an
+    # end-of-day balance or a running balance per transaction, so an account can have many per date.
     DataType(
         name="banking-accountBalances",
         key="banking-accountBalances",
         scope=Scope.CONNECTION,
         path="data/banking-accountBalances",
         source_type="Banking",
-        primary_key=("accountId", "date"),
+        primary_key=(),
+        order_by="date",
         has_is_deleted=False,
     ),
     _connection("banking-transactionCategories", source_type="Banking", has_is_deleted=False),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import gc
 import ipaddress
 import math
@@ -332,14 +333,15 @@ class CodatHook(BaseHook):
                 raise CodatInputError(f"{dt.name!r} is a snapshot: it cannot be filtered with a query.")
             yield Page(records=[self.get_snapshot(company_id, dt)], page_number=1, total_results=1)
             return
-        order_by = order_by or (dt.primary_key[0] if dt.primary_key else None)
+        order_by = order_by or dt.order_by
+        read = functools.partial(self._paginate, query=query_text, order_by=order_by, key=dt.primary_key)
         if dt.scope is Scope.COMPANY:
-            yield from self._paginate(f"companies/{company_id}/{dt.path}", query=query_text, order_by=order_by)
+            yield from read(f"companies/{company_id}/{dt.path}")
             return
         for conn_id in [connection_id] if connection_id else self._connection_ids(company_id, dt):
             base = f"companies/{company_id}/connections/{conn_id}"
             if dt.scope is Scope.CONNECTION:
-                for page in self._paginate(f"{base}/{dt.path}", query=query_text, order_by=order_by):
+                for page in read(f"{base}/{dt.path}"):
                     page.connection_id = conn_id
                     yield page
                 continue
@@ -347,7 +349,7 @@ class CodatHook(BaseHook):
             accounts = self._paginate(f"{base}/data/bankAccounts", query=None, order_by="id")
             for account_id in [a["id"] for p in accounts for a in p.records]:
                 path = f"{base}/data/bankAccounts/{validate_id(account_id, 'bank account id')}/{dt.path}"
-                for page in self._paginate(path, query=query_text, order_by=order_by):
+                for page in read(path):
                     page.connection_id, page.bank_account_id = conn_id, account_id
                     yield page
 
@@ -380,7 +382,9 @@ class CodatHook(BaseHook):
             )
         return ids
 
-    def _paginate(self, path: str, *, query: str | None, order_by: str | None) -> Iterator[Page]:
+    def _paginate(
+        self, path: str, *, query: str | None, order_by: str | None, key: tuple[str, ...] = ("id",)
+    ) -> Iterator[Page]:
         """
         Yield every page of a list endpoint, in order.
 
@@ -397,6 +401,11 @@ class CodatHook(BaseHook):
         changing between pages, or fewer distinct records than ``totalResults``) and recover by
         re-reading the pages, yielding only records not seen before. Seen records are tracked as
         64-bit hashes in a compact array (8 bytes a record), so memory stays small.
+
+        ``key`` names the fields that identify a record (``id``). Records of a type with no key
+        (account balances) cannot be told apart, so a read of them cannot be repaired by re-reading:
+        if their set moves, or the records read do not add up to ``totalResults``, the read fails
+        and the task's retry reads again.
         """
         settings = self.settings
         params: dict[str, Any] = {"page": 1, "pageSize": settings.page_size}
@@ -404,7 +413,7 @@ class CodatHook(BaseHook):
             params["query"] = query
         if order_by:
             params["orderBy"] = order_by
-        seen = _SeenIds()
+        seen = _SeenIds(key)
         first = self._fetch_page(path, params, 1)
         more = _has_more(first)
         yield seen.admit(first)
@@ -412,10 +421,16 @@ class CodatHook(BaseHook):
             return
         page_size = first.envelope_page_size or settings.page_size
         if first.total_results is None:
-            yield from (seen.admit(p) for p in self._sequential_pages(path, params, first))
+            yield from (seen.admit(p) for p in self._sequential_pages(path, params, first, key))
         else:
             last_page = math.ceil(first.total_results / page_size)
             yield from (seen.admit(p) for p in self._concurrent_pages(path, params, 2, last_page))
+        if not key and seen.shifted():
+            raise CodatPagingError(
+                f"Codat's results for {path} changed while being read (totalResults {seen.first_total} -> "
+                f"{seen.last_total}, {seen.count} records read). These records have no id, so the read cannot "
+                "be repaired by re-reading without writing some twice: retry the task later."
+            )
         for attempt in range(1, 4):
             if not seen.shifted():
                 return
@@ -453,7 +468,7 @@ class CodatHook(BaseHook):
             for page in self._concurrent_pages(path, params, 2, last_page):
                 yield seen.admit_new(page)
         elif more:
-            for page in self._sequential_pages(path, params, first):
+            for page in self._sequential_pages(path, params, first, seen.key):
                 yield seen.admit_new(page)
 
     def _concurrent_pages(self, path: str, params: dict, first_page: int, last_page: int) -> Iterator[_RawPage]:
@@ -484,14 +499,16 @@ class CodatHook(BaseHook):
                 for future in pending:
                     future.cancel()
 
-    def _sequential_pages(self, path: str, params: dict, first: _RawPage) -> Iterator[_RawPage]:
+    def _sequential_pages(
+        self, path: str, params: dict, first: _RawPage, key: tuple[str, ...]
+    ) -> Iterator[_RawPage]:
         """Follow pages one by one when Codat gives no ``totalResults``; refuse a repeated page."""
-        previous_ids = _ids_of(first.records)
+        previous_ids = _keys_of(first.records, key)
         number = first.page_number
         while True:
             number += 1
             page = self._fetch_page(path, params, number)
-            ids = _ids_of(page.records)
+            ids = _keys_of(page.records, key)
             if ids and ids == previous_ids:
                 raise CodatPagingError(
                     f"Codat returned the same records for pages {number - 1} and {number} of {path}: "
@@ -789,10 +806,15 @@ class _SeenIds:
     added mid-read push later ones forward, possibly by many pages; records removed pull them
     back), the hashes are sorted once and every later record, and every record of a recovery pass,
     is checked against all records yielded so far.
+
+    :param key: the fields that identify a record (``("id",)``, or a composite primary key).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, key: tuple[str, ...] = ("id",)) -> None:
         from array import array
+
+        self.key = key
+        self._unkeyed = 0  # records of a type with no key, all kept and only counted
 
         self._hashes = array("q")
         self._recent: deque[set[int]] = deque(maxlen=2)
@@ -804,7 +826,7 @@ class _SeenIds:
 
     @property
     def count(self) -> int:
-        return len(self._hashes)
+        return len(self._hashes) + self._unkeyed
 
     def observe_total(self, page: _RawPage) -> None:
         if page.total_results is None:
@@ -818,6 +840,9 @@ class _SeenIds:
     def admit(self, page: _RawPage) -> Page:
         """First pass: keep every record except repeats."""
         self.observe_total(page)
+        if not self.key:
+            self._unkeyed += len(page.records)
+            return page
         if self.totals_changed:
             # The set moved mid-read. Growth pushes later records forward by as many positions as
             # were added, possibly many pages: from here on, check every id against all yielded.
@@ -825,7 +850,11 @@ class _SeenIds:
         # The usual page: every record a dict with an id, none repeated. Checked with set
         # operations in C rather than record by record; anything else takes the loop below.
         try:
-            hashes = [hash(record["id"]) for record in page.records]
+            if len(self.key) == 1:
+                field = self.key[0]
+                hashes = [hash(record[field]) for record in page.records]
+            else:
+                hashes = [hash(tuple([record[f] for f in self.key])) for record in page.records]
         except (KeyError, TypeError, IndexError):
             hashes = None
         if hashes is not None and all(isinstance(record, dict) for record in page.records):
@@ -837,7 +866,7 @@ class _SeenIds:
         recent: set[int] = set()
         kept = []
         for record in page.records:
-            h = hash(record.get("id")) if isinstance(record, dict) and "id" in record else None
+            h = self._hash_of(record)
             if h is not None:
                 if any(h in s for s in self._recent) or h in recent:
                     continue
@@ -869,7 +898,7 @@ class _SeenIds:
         frozen = self._frozen
         kept = []
         for record in page.records:
-            h = hash(record["id"]) if isinstance(record, dict) and "id" in record else None
+            h = self._hash_of(record)
             if h is None:
                 if keep_unidentified:
                     kept.append(record)
@@ -883,10 +912,21 @@ class _SeenIds:
         page.records = kept
         return page
 
+    def _hash_of(self, record: Any) -> int | None:
+        """The hash of a record's key; ``None`` if it is not a dict holding every key field."""
+        if not isinstance(record, dict) or any(field not in record for field in self.key):
+            return None
+        try:
+            return hash(record[self.key[0]] if len(self.key) == 1 else tuple([record[f] for f in self.key]))
+        except TypeError:  # an unhashable value (a list or an object) cannot identify a record
+            return None
+
     def shifted(self) -> bool:
         """Whether the set moved during the read in a way that may have hidden records."""
         if self.last_total is None:
             return False
+        if not self.key:  # nothing to deduplicate on: any difference is a gap or a repeat
+            return self.totals_changed or self.count != self.last_total
         return self.totals_changed or self.count < self.last_total
 
 
@@ -924,8 +964,11 @@ def _has_more(page: _RawPage) -> bool:
     return True
 
 
-def _ids_of(records: list) -> list:
-    return [r.get("id") if isinstance(r, dict) else r for r in records]
+def _keys_of(records: list, key: tuple[str, ...]) -> list:
+    """What tells the records apart: their keys, or the records themselves when they have none."""
+    if not key:
+        return records
+    return [tuple(map(r.get, key)) if isinstance(r, dict) else r for r in records]
 
 
 def _parse_retry_after(value: str | None) -> tuple[float | None, datetime | None]:

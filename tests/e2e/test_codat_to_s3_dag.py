@@ -274,6 +274,26 @@ def test_connection_scoped_records_carry_their_connection(e2e, make_dag):
     )
 
 
+@pytest.mark.fake_codat(companies=1, records={"banking-accountBalances": 900})
+def test_records_without_an_id_land_complete_over_many_pages(e2e, make_dag):
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = fake.company_ids()[0]
+    (banking,) = [c for c in fake.connections(company) if c["sourceType"] == "Banking"]
+    dag = make_dag(
+        "e2e_balances", company_id=company, data_type="banking-accountBalances", s3_bucket=bucket,
+        window_start=START.isoformat(), window_end=END.isoformat(), hook_params={"page_size": 100, "concurrency": 4},
+    )  # fmt: skip
+    assert task_states(run(dag)) == {"extract": "success"}
+    objects = read_objects(s3, bucket)
+    written = [r for k, v in objects.items() if "/part-" in k for r in jsonl_gz(v)]
+    expected = [{**r, "_connectionId": banking["id"]} for r in in_window(fake.records(company, "banking-accountBalances"))]
+    assert len(expected) > 100  # more than one page
+    canonical = lambda records: sorted(json.dumps(r, sort_keys=True) for r in records)  # noqa: E731
+    assert canonical(written) == canonical(expected)
+    (manifest,) = [json.loads(v) for k, v in objects.items() if k.endswith("_manifest.json")]
+    assert manifest["records"] == len(expected) and manifest["connection_ids"] == [banking["id"]]
+
+
 @pytest.mark.fake_codat(companies=2, records={"invoices": 200})
 def test_api_key_never_in_logs_xcoms_or_objects(e2e, make_dag, capfd, caplog):
     fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 
 import pytest
 
-from airflow_provider_codat.exceptions import CodatAuthError, CodatRateLimitError
+from airflow_provider_codat.exceptions import CodatAuthError, CodatPagingError, CodatRateLimitError
 from airflow_provider_codat.hooks.codat import CodatHook
 from airflow_provider_codat.query import window
 
@@ -125,3 +126,37 @@ def test_bank_transactions_walk_every_bank_account(fake_codat, codat_conn_env):
         for r in p.records
     ]
     assert sorted(got) == sorted(expected) and expected
+
+
+def _canonical(records):
+    return sorted(json.dumps(r, sort_keys=True) for r in records)
+
+
+@pytest.mark.fake_codat(companies=1, records={"banking-accountBalances": 1200})
+def test_records_without_an_id_are_read_complete_across_pages(fake_codat, codat_conn_env):
+    # Balances have no id and repeat (account, date): an account can have many balances a day.
+    company = fake_codat.company_ids()[0]
+    expected = fake_codat.records(company, "banking-accountBalances")
+    assert len({(r["accountId"], r["date"]) for r in expected}) < len(expected) == 1200
+    h = hook(page_size=100, concurrency=4)
+    got = list(h.iter_records(company, "banking-accountBalances"))
+    assert _canonical(got) == _canonical(expected)
+    assert h.stats["requests"] == 13 and h.stats["retries"] == 0  # the connections list, then 12 pages
+    queries = [e["query"] for e in fake_codat.request_log() if e["path"].endswith("/banking-accountBalances")]
+    assert len(queries) == 12 and all("orderBy=date" in q for q in queries)
+
+
+@pytest.mark.fake_codat(companies=1, records={"banking-accountBalances": 1200})
+def test_records_without_an_id_fail_when_their_set_moves_mid_read(fake_codat, codat_conn_env):
+    from datetime import UTC, datetime
+
+    company = fake_codat.company_ids()[0]
+    fake_codat.configure(mutate_after_page=1, mutate_count=5)
+    query = window(datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 4, 1, tzinfo=UTC))
+    with pytest.raises(CodatPagingError) as err:
+        list(hook(page_size=100, concurrency=1).iter_records(company, "banking-accountBalances", query=query))
+    assert "changed while being read (totalResults 1200 -> 1195" in str(err.value)
+    assert str(err.value).endswith(
+        "These records have no id, so the read cannot be repaired by re-reading without writing some twice: "
+        "retry the task later."
+    )
