@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import msgspec
 import requests
@@ -348,7 +348,7 @@ class CodatHook(BaseHook):
             # Bank transactions live under each bank account of the connection.
             accounts = self._paginate(f"{base}/data/bankAccounts", query=None, order_by="id")
             for account_id in [a["id"] for p in accounts for a in p.records]:
-                path = f"{base}/data/bankAccounts/{validate_id(account_id, 'bank account id')}/{dt.path}"
+                path = f"{base}/data/bankAccounts/{_path_segment(account_id, 'bank account id')}/{dt.path}"
                 for page in read(path):
                     page.connection_id, page.bank_account_id = conn_id, account_id
                     yield page
@@ -1027,6 +1027,20 @@ def validate_id(value: Any, what: str) -> str:
             "Copy it from the Codat Portal or from CodatHook.list_companies()."
         )
     return text
+
+
+def _path_segment(value: Any, what: str) -> str:
+    """
+    A platform's id (a bank account's), percent-encoded as one URL path segment.
+
+    Unlike company and connection ids, these are whatever the accounting platform uses: UUIDs in
+    Xero, short numbers in QuickBooks Online. Encoding keeps an id with ``/`` or ``?`` from
+    changing the URL.
+    """
+    text = str(value) if value is not None else ""
+    if not text.strip():
+        raise CodatAPIError(f"Codat returned a {what} that is empty ({value!r}): cannot read the records below it.")
+    return quote(text, safe="")
 
 
 def _validate_settings(raw: dict[str, Any], conn_id: str) -> CodatSettings:

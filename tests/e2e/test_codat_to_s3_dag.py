@@ -274,6 +274,30 @@ def test_connection_scoped_records_carry_their_connection(e2e, make_dag):
     )
 
 
+@pytest.mark.fake_codat(companies=1, platform_ids=True, records={"bankAccounts": 3, "bankTransactions": 40})
+def test_bank_transactions_under_platform_style_account_ids(e2e, make_dag):
+    # QuickBooks Online's bank account ids are short numbers, and transaction ids repeat across accounts.
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = fake.company_ids()[0]
+    (accounting,) = [c for c in fake.connections(company) if c["sourceType"] == "Accounting"]
+    assert fake.bank_account_ids(company, accounting["id"]) == ["1", "2", "3"]
+    dag = make_dag(
+        "e2e_platform_ids", company_id=company, data_type="bankTransactions", s3_bucket=bucket, full_refresh=True,
+        hook_params={"page_size": 15},
+    )  # fmt: skip
+    assert task_states(run(dag)) == {"extract": "success"}
+    objects = read_objects(s3, bucket)
+    written = [r for k, v in objects.items() if "/part-" in k for r in jsonl_gz(v)]
+    expected = [
+        {**r, "_connectionId": accounting["id"], "_bankAccountId": account}
+        for account in ("1", "2", "3")
+        for r in fake.records(company, "bankTransactions", connection_id=accounting["id"], bank_account_id=account)
+    ]
+    assert len(expected) == 120 and len({r["id"] for r in expected}) == 40
+    key = lambda r: (r["_bankAccountId"], r["id"])  # noqa: E731
+    assert sorted(written, key=key) == sorted(expected, key=key)
+
+
 @pytest.mark.fake_codat(companies=1, records={"banking-accountBalances": 900})
 def test_records_without_an_id_land_complete_over_many_pages(e2e, make_dag):
     fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from airflow_provider_codat.exceptions import (
+    CodatAPIError,
     CodatAuthError,
     CodatBadRequestError,
     CodatConnectionError,
@@ -337,6 +338,35 @@ class TestRecords:
             (CONN_A, accounts[0], [{"id": "t0"}]),
             (CONN_A, accounts[1], [{"id": "t1"}]),
         ]
+
+    def test_bank_accounts_with_platform_ids_are_walked_with_encoded_paths(self, requests_mock):
+        # Bank account ids are the platform's (QuickBooks Online: "35"), not Codat UUIDs.
+        cpath = f"/companies/{COMPANY}/connections"
+        requests_mock.get(
+            f"{BASE}{cpath}", json=paged([{"id": CONN_A, "sourceType": "Accounting", "status": "Linked"}], cpath)
+        )
+        apath = f"{cpath}/{CONN_A}/data/bankAccounts"
+        requests_mock.get(f"{BASE}{apath}", json=paged([{"id": "35"}, {"id": "Savings/2 ?"}], apath))
+        for segment, record in (("35", "t35"), ("Savings%2F2%20%3F", "tsav")):
+            tpath = f"{apath}/{segment}/bankTransactions"
+            requests_mock.get(f"{BASE}{tpath}", json=paged([{"id": record}], tpath))
+        pages = list(hook().iter_pages(COMPANY, "bankTransactions"))
+        assert [(p.bank_account_id, p.records) for p in pages] == [("35", [{"id": "t35"}]), ("Savings/2 ?", [{"id": "tsav"}])]
+        assert [urlsplit(r.url).path for r in requests_mock.request_history[2:]] == [
+            f"{apath}/35/bankTransactions",
+            f"{apath}/Savings%2F2%20%3F/bankTransactions",
+        ]
+
+    def test_an_empty_bank_account_id_from_codat_is_an_error(self, requests_mock):
+        cpath = f"/companies/{COMPANY}/connections"
+        requests_mock.get(
+            f"{BASE}{cpath}", json=paged([{"id": CONN_A, "sourceType": "Accounting", "status": "Linked"}], cpath)
+        )
+        apath = f"{cpath}/{CONN_A}/data/bankAccounts"
+        requests_mock.get(f"{BASE}{apath}", json=paged([{"id": " "}], apath))
+        with pytest.raises(CodatAPIError) as err:
+            list(hook().iter_pages(COMPANY, "bankTransactions"))
+        assert str(err.value) == "Codat returned a bank account id that is empty (' '): cannot read the records below it."
 
     def test_banking_types_read_banking_connections(self, requests_mock):
         cpath = f"/companies/{COMPANY}/connections"

@@ -620,6 +620,19 @@ def test_data_is_deterministic_from_the_seed():
         FakeCodatConfig().replace(no_such_knob=1)
 
 
+def test_platform_ids_for_connection_scoped_records():
+    fake = FakeCodat(companies=1, platform_ids=True, records_per_type=3)
+    company = fake.company_ids()[0]
+    (accounting,) = [c for c in fake.connections(company) if c["sourceType"] == "Accounting"]
+    assert [r["id"] for r in fake.records(company, "bankAccounts", connection_id=accounting["id"])] == ["1", "2", "3"]
+    assert [r["id"] for r in fake.records(company, "bankTransactions", connection_id=accounting["id"],
+                                         bank_account_id="2")] == ["1", "2", "3"]  # fmt: skip
+    # Company-scoped records keep their UUIDs; references to bank accounts follow the platform's ids.
+    assert all(len(r["id"]) == 36 for r in fake.records(company, "invoices"))
+    transactions = fake.records(company, "accountTransactions", connection_id=accounting["id"])
+    assert {t["bankAccountRef"]["id"] for t in transactions} <= {"1", "2", "3"}
+
+
 def test_large_record_set_pages(api, fake_codat):
     fake_codat.configure(company_records={"0": {"invoices": 20_000}})
     company_id = fake_codat.company_ids()[0]

@@ -43,6 +43,9 @@ class FakeCodatConfig:
         ``[modified_from, modified_to)``, UTC.
     :param modified_to: see ``modified_from``.
     :param deleted_ratio: share of records (of types with ``metadata.isDeleted``) marked deleted.
+    :param platform_ids: connection-scoped records (bank accounts among them) get ids as accounting
+        platforms give them, short numeric strings unique only within their connection or bank
+        account (QuickBooks Online's are), instead of UUIDs.
     :param api_key: the only key accepted in ``Authorization: Basic <base64(key)>``.
     :param latency_ms: delay added to every API request.
     :param sync_delay_s: how long a queued refresh stays ``Queued``/``Fetching`` before it completes
@@ -84,6 +87,7 @@ class FakeCodatConfig:
     modified_from: str = "2024-01-01T00:00:00Z"
     modified_to: str = "2024-04-01T00:00:00Z"
     deleted_ratio: float = 0.05
+    platform_ids: bool = False
     # Behaviour.
     api_key: str = DEFAULT_API_KEY
     latency_ms: float = 0.0
@@ -195,6 +199,7 @@ DATA_KNOBS = frozenset(
         "modified_from",
         "modified_to",
         "deleted_ratio",
+        "platform_ids",
     }
 )
 

@@ -222,6 +222,7 @@ class Dataset:
             connection_id=connection.id if connection else None,
             bank_account_id=bank_account_id,
             parent_ids=parent_ids,
+            platform_ids=self.config.platform_ids,
         )
 
     def bank_account_ids(self, company: Company, connection: Connection) -> list[str]:

@@ -227,6 +227,7 @@ class RecordContext:
     :param bank_account_id: the bank account, for ``bankTransactions``.
     :param parent_ids: ids of the records this set's records belong to: the connection's bank
         accounts (for accountTransactions) or banking accounts (for banking-* types).
+    :param platform_ids: give connection-scoped records platform-style ids (see the config knob).
     """
 
     seed: int
@@ -237,6 +238,7 @@ class RecordContext:
     connection_id: str | None = None
     bank_account_id: str | None = None
     parent_ids: tuple[str, ...] = ()
+    platform_ids: bool = False
     # Ids and references are derived by hashing; a large record set asks for the same few again
     # and again, so they are memoised per context.
     _memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -252,6 +254,8 @@ class RecordContext:
         """The id of record ``index`` of a company-scoped type, or of a type in this set's scope."""
         if data_type in _COMPANY_SCOPED:
             return self._memoised((data_type, index), lambda: stable_uuid(self.seed, self.company_id, data_type, index))
+        if self.platform_ids:
+            return str(index + 1)
         return stable_uuid(self.seed, self.company_id, self.connection_id, self.bank_account_id, data_type, index)
 
     def pick(self, data_type: str, rng: Random) -> int:
