@@ -6,14 +6,16 @@ UV := python3 -m uv
 endif
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+AIRFLOW_VERSION ?= 3.2.0
 
-.PHONY: ensure-uv help install demo test lint bench airflow clean
+.PHONY: ensure-uv help install demo test lint bench airflow compat clean
 
 help:
 	@echo "make demo   - run the example extraction end to end on this machine (fake Codat API, local S3, SQLite Airflow)"
 	@echo "make test   - run the whole test suite (unit, integration and end-to-end)"
 	@echo "make bench  - run the benchmarks and write bench/RESULTS.md"
 	@echo "make airflow - airflow standalone with the example DAGs wired to the local fake Codat and S3"
+	@echo "make compat - the provider's tests on the oldest supported Airflow (AIRFLOW_VERSION=3.2.0, pinned in compat/)"
 
 ensure-uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || { \
@@ -41,5 +43,8 @@ airflow: install
 bench: install
 	$(PY) bench/run.py
 
+compat: | ensure-uv
+	bash compat/run.sh $(AIRFLOW_VERSION) $(PYTEST_ARGS)
+
 clean:
-	rm -rf .venv .demo .airflow bench/.work
+	rm -rf .venv .venv-airflow-* .demo .airflow bench/.work
