@@ -105,6 +105,12 @@ class CodatDataTypeNotSupportedError(CodatDataUnavailableError, CodatNotFoundErr
     reason = "not_supported"
 
 
+class CodatNoDataError(CodatDataUnavailableError, CodatNotFoundError):
+    """404 "No data available for <data type> for ID …": Codat holds none of this data type for the company."""
+
+    reason = "no_data"
+
+
 class CodatRateLimitError(CodatAPIError):
     """
     429: rate limited. Retried while Codat's ``Retry-After`` fits within the configured cap;

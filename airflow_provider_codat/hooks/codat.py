@@ -38,6 +38,7 @@ from airflow_provider_codat.exceptions import (
     CodatError,
     CodatInputError,
     CodatNoConnectionError,
+    CodatNoDataError,
     CodatNotFoundError,
     CodatPagingError,
     CodatPlanLimitError,
@@ -402,10 +403,10 @@ class CodatHook(BaseHook):
         re-reading the pages, yielding only records not seen before. Seen records are tracked as
         64-bit hashes in a compact array (8 bytes a record), so memory stays small.
 
-        ``key`` names the fields that identify a record (``id``). Records of a type with no key
-        (account balances) cannot be told apart, so a read of them cannot be repaired by re-reading:
-        if their set moves, or the records read do not add up to ``totalResults``, the read fails
-        and the task's retry reads again.
+        ``key`` names the fields that identify a record (``id``). Records without it (every account
+        balance; Xero's bank transactions, per Codat's own example) cannot be told apart, so a read
+        holding any cannot be repaired by re-reading: if its set moves, or the records read do not
+        add up to ``totalResults``, the read fails and the task's retry reads again.
         """
         settings = self.settings
         params: dict[str, Any] = {"page": 1, "pageSize": settings.page_size}
@@ -415,21 +416,22 @@ class CodatHook(BaseHook):
             params["orderBy"] = order_by
         seen = _SeenIds(key)
         first = self._fetch_page(path, params, 1)
-        more = _has_more(first)
+        page_size = _served_page_size(first, settings.page_size)
+        more = _has_more(first, page_size)
         yield seen.admit(first)
-        if not more:
-            return
-        page_size = first.envelope_page_size or settings.page_size
-        if first.total_results is None:
+        # Even a read that ends at page 1 goes through the checks below: page 1 alone must add up
+        # to totalResults too, or the read fails rather than stop short in silence.
+        if more and first.total_results is None:
             yield from (seen.admit(p) for p in self._sequential_pages(path, params, first, key))
-        else:
+        elif more:
             last_page = math.ceil(first.total_results / page_size)
             yield from (seen.admit(p) for p in self._concurrent_pages(path, params, 2, last_page))
-        if not key and seen.shifted():
+        if (seen.unkeyed or not key) and seen.shifted():
             raise CodatPagingError(
                 f"Codat's results for {path} changed while being read (totalResults {seen.first_total} -> "
-                f"{seen.last_total}, {seen.count} records read). These records have no id, so the read cannot "
-                "be repaired by re-reading without writing some twice: retry the task later."
+                f"{seen.last_total}, {seen.count} records read, {seen.unkeyed} of them without an id). Records "
+                "without an id cannot be told apart, so the read cannot be repaired by re-reading without "
+                "writing some twice: retry the task later."
             )
         for attempt in range(1, 4):
             if not seen.shifted():
@@ -460,10 +462,10 @@ class CodatHook(BaseHook):
     def _recovery_pass(self, path: str, params: dict, seen: _SeenIds) -> Iterator[Page]:
         seen.freeze()
         first = self._fetch_page(path, params, 1)
-        more = _has_more(first)
+        page_size = _served_page_size(first, self.settings.page_size)
+        more = _has_more(first, page_size)
         yield seen.admit_new(first)
         if first.total_results is not None and more:
-            page_size = first.envelope_page_size or self.settings.page_size
             last_page = math.ceil(first.total_results / page_size)
             for page in self._concurrent_pages(path, params, 2, last_page):
                 yield seen.admit_new(page)
@@ -499,9 +501,7 @@ class CodatHook(BaseHook):
                 for future in pending:
                     future.cancel()
 
-    def _sequential_pages(
-        self, path: str, params: dict, first: _RawPage, key: tuple[str, ...]
-    ) -> Iterator[_RawPage]:
+    def _sequential_pages(self, path: str, params: dict, first: _RawPage, key: tuple[str, ...]) -> Iterator[_RawPage]:
         """Follow pages one by one when Codat gives no ``totalResults``; refuse a repeated page."""
         previous_ids = _keys_of(first.records, key)
         number = first.page_number
@@ -514,7 +514,7 @@ class CodatHook(BaseHook):
                     f"Codat returned the same records for pages {number - 1} and {number} of {path}: "
                     "refusing to loop on a repeated page."
                 )
-            more = _has_more(page)
+            more = _has_more(page, page.envelope_page_size)
             yield page
             if not more:
                 return
@@ -677,6 +677,12 @@ class CodatHook(BaseHook):
                     f"The company's platform does not support this data type ({where}): {codat_message}{ref}",
                     **kwargs,
                 )
+            if codat_message.lower().startswith("no data available"):
+                # Codat's documented 404 for a data type it holds nothing of for this company: a fact
+                # about the company (skipped, with this reason), not a missing company or a bad path.
+                return CodatNoDataError(
+                    f"Codat has no data of this type for the company ({where}): {codat_message}{ref}", **kwargs
+                )
             return CodatNotFoundError(f"Codat found nothing at {where}: {codat_message}{ref}", **kwargs)
         if status == 409:
             return CodatDataNotSyncedError(
@@ -814,7 +820,9 @@ class _SeenIds:
         from array import array
 
         self.key = key
-        self._unkeyed = 0  # records of a type with no key, all kept and only counted
+        # Records without the key (every record of a type that has none; Xero's bank transactions,
+        # which come without an id): all kept, only counted.
+        self.unkeyed = 0
 
         self._hashes = array("q")
         self._recent: deque[set[int]] = deque(maxlen=2)
@@ -826,7 +834,7 @@ class _SeenIds:
 
     @property
     def count(self) -> int:
-        return len(self._hashes) + self._unkeyed
+        return len(self._hashes) + self.unkeyed
 
     def observe_total(self, page: _RawPage) -> None:
         if page.total_results is None:
@@ -841,7 +849,7 @@ class _SeenIds:
         """First pass: keep every record except repeats."""
         self.observe_total(page)
         if not self.key:
-            self._unkeyed += len(page.records)
+            self.unkeyed += len(page.records)
             return page
         if self.totals_changed:
             # The set moved mid-read. Growth pushes later records forward by as many positions as
@@ -867,7 +875,9 @@ class _SeenIds:
         kept = []
         for record in page.records:
             h = self._hash_of(record)
-            if h is not None:
+            if h is None:
+                self.unkeyed += 1
+            else:
                 if any(h in s for s in self._recent) or h in recent:
                     continue
                 recent.add(h)
@@ -901,6 +911,7 @@ class _SeenIds:
             h = self._hash_of(record)
             if h is None:
                 if keep_unidentified:
+                    self.unkeyed += 1
                     kept.append(record)
                 continue
             i = bisect.bisect_left(frozen, h)
@@ -925,7 +936,7 @@ class _SeenIds:
         """Whether the set moved during the read in a way that may have hidden records."""
         if self.last_total is None:
             return False
-        if not self.key:  # nothing to deduplicate on: any difference is a gap or a repeat
+        if self.unkeyed or not self.key:  # nothing to deduplicate on: any difference is a gap or a repeat
             return self.totals_changed or self.count != self.last_total
         return self.totals_changed or self.count < self.last_total
 
@@ -956,11 +967,27 @@ def _read_body(response: requests.Response) -> bytes | mmap.mmap:
     return body
 
 
-def _has_more(page: _RawPage) -> bool:
+def _served_page_size(first: _RawPage, requested: int) -> int:
+    """
+    The page size Codat really serves, judged from page 1.
+
+    The envelope's ``pageSize``, unless page 1 came back shorter than that while more records exist.
+    Codat's spec allows 5000 per request but 2000 in the response (unverified which holds): a server
+    that caps pages yet echoes the size asked for would otherwise make page 1 look like the last.
+    """
+    size = first.envelope_page_size or requested
+    served = len(first.records)
+    if first.total_results is not None and 0 < served < min(size, first.total_results):
+        return served
+    return size
+
+
+def _has_more(page: _RawPage, page_size: int | None) -> bool:
+    """Codat's stop rules: no ``next`` link, an empty page, or ``pageNumber * pageSize >= totalResults``."""
     if not page.records or not page.has_next:
         return False
-    if page.total_results is not None and page.envelope_page_size:
-        return page.page_number * page.envelope_page_size < page.total_results
+    if page.total_results is not None and page_size:
+        return page.page_number * page_size < page.total_results
     return True
 
 

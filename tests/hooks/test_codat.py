@@ -19,8 +19,10 @@ from airflow_provider_codat.exceptions import (
     CodatConnectionError,
     CodatDataNotSyncedError,
     CodatDataTypeNotSupportedError,
+    CodatDataUnavailableError,
     CodatInputError,
     CodatNoConnectionError,
+    CodatNoDataError,
     CodatNotFoundError,
     CodatPagingError,
     CodatRateLimitError,
@@ -200,6 +202,61 @@ class TestPaging:
         assert list(h.list_companies()) == companies
         assert sorted(page_numbers(requests_mock)) == list(range(1, 26))
         assert h.stats["pages"] == 25 and h.stats["requests"] == 25 and h.stats["retries"] == 0
+
+    def test_a_server_capping_pages_but_echoing_the_size_asked_for_is_read_to_the_end(self, requests_mock):
+        # Codat's spec allows pageSize 5000 in a request but 2000 in a response: a server that serves
+        # 2000 and echoes 5000 must not make page 1 look like the last.
+        companies = [{"id": f"c{i:04d}"} for i in range(4500)]
+
+        def callback(request, context):
+            page = int(parse_qs(urlsplit(request.url).query)["page"][0])
+            body = envelope(companies[(page - 1) * 2000 : page * 2000], page, 2000, 4500, "/companies")
+            body["pageSize"] = 5000
+            return body
+
+        requests_mock.get(f"{BASE}/companies", json=callback)
+        assert list(hook(page_size=5000).list_companies()) == companies
+        assert sorted(page_numbers(requests_mock)) == [1, 2, 3]
+
+    def test_page_one_short_of_total_results_without_a_next_link_fails(self, requests_mock):
+        def callback(request, context):
+            body = envelope([{"id": f"c{i}"} for i in range(3)], 1, 5000, 10, "/companies")
+            body["_links"].pop("next", None)
+            return body
+
+        requests_mock.get(f"{BASE}/companies", json=callback)
+        with pytest.raises(CodatPagingError) as err:
+            list(hook(page_size=5000).list_companies())
+        assert str(err.value).startswith("Codat reported 10 records for companies but served 3 distinct ones, twice.")
+
+    def test_records_without_an_id_are_read_complete_across_pages(self, requests_mock):
+        # Codat's own example of Xero bank transactions: no record has an id.
+        path = f"/companies/{COMPANY}/connections/{CONN_A}/data/bankAccounts/35/bankTransactions"
+        records = [{"accountId": "35", "amount": i, "description": "Same"} for i in range(93)]
+        requests_mock.get(f"{BASE}{path}", json=paged(records, path))
+        accounts = f"/companies/{COMPANY}/connections/{CONN_A}/data/bankAccounts"
+        requests_mock.get(f"{BASE}{accounts}", json=paged([{"id": "35"}], accounts))
+        h = hook(page_size=50, concurrency=2)
+        assert list(h.iter_records(COMPANY, "bankTransactions", connection_id=CONN_A)) == records
+        assert h.stats["requests"] == 3  # the bank accounts, then 2 pages: no re-read
+
+    def test_records_without_an_id_fail_when_the_count_moves(self, requests_mock):
+        records = [{"amount": i} for i in range(30)]
+
+        def callback(request, context):
+            qs = parse_qs(urlsplit(request.url).query)
+            page, size = int(qs["page"][0]), int(qs["pageSize"][0])
+            total = 30 if page == 1 else 29  # a record left the set after page 1 was read
+            return envelope(records[(page - 1) * size : page * size], page, size, total, "/companies")
+
+        requests_mock.get(f"{BASE}/companies", json=callback)
+        with pytest.raises(CodatPagingError) as err:
+            list(hook(page_size=10).list_companies())
+        assert str(err.value) == (
+            "Codat's results for companies changed while being read (totalResults 30 -> 29, 30 records read, 30 of "
+            "them without an id). Records without an id cannot be told apart, so the read cannot be repaired by "
+            "re-reading without writing some twice: retry the task later."
+        )
 
     def test_stops_when_page_count_reached_even_if_next_link_lies(self, requests_mock):
         def callback(request, context):
@@ -547,6 +604,19 @@ class TestErrorsAndRetries:
         with pytest.raises(CodatDataTypeNotSupportedError) as err:
             self.read()
         assert err.value.reason == "not_supported"
+
+    def test_no_data_available_is_unavailable_not_missing(self, requests_mock):
+        # Codat's shared Not-Found example: "No data available for accounts for ID …".
+        message = f"No data available for invoices for ID {COMPANY}"
+        requests_mock.get(self.URL, status_code=404, json=error_body(404, message))
+        with pytest.raises(CodatNoDataError) as err:
+            self.read()
+        assert err.value.reason == "no_data" and isinstance(err.value, CodatDataUnavailableError)
+        assert str(err.value) == (
+            f"Codat has no data of this type for the company (GET /companies/{COMPANY}/data/invoices): {message} "
+            "(correlationId corr-123)"
+        )
+        assert requests_mock.call_count == 1
 
     def test_not_synced(self, requests_mock):
         requests_mock.get(self.URL, status_code=409, json=error_body(409, "The data set has not been requested."))

@@ -155,8 +155,8 @@ def test_records_without_an_id_fail_when_their_set_moves_mid_read(fake_codat, co
     query = window(datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 4, 1, tzinfo=UTC))
     with pytest.raises(CodatPagingError) as err:
         list(hook(page_size=100, concurrency=1).iter_records(company, "banking-accountBalances", query=query))
-    assert "changed while being read (totalResults 1200 -> 1195" in str(err.value)
+    assert "changed while being read (totalResults 1200 -> 1195, " in str(err.value)
     assert str(err.value).endswith(
-        "These records have no id, so the read cannot be repaired by re-reading without writing some twice: "
-        "retry the task later."
+        "Records without an id cannot be told apart, so the read cannot be repaired by re-reading without "
+        "writing some twice: retry the task later."
     )
