@@ -48,6 +48,8 @@ class DataType:
     :param order_by: the field reads are ordered on (Codat's ``orderBy``), so that page-number paging
         does not rest on Codat's unstated default order.
     :param has_is_deleted: whether records carry ``metadata.isDeleted``.
+    :param default_params: query parameters Codat requires for this endpoint, as (name, value) pairs
+        sent when the caller gives none (the financial reports' ``periodLength`` and ``periodsToCompare``).
     """
 
     name: str
@@ -60,6 +62,7 @@ class DataType:
     primary_key: tuple[str, ...] = ("id",)
     order_by: str | None = "id"
     has_is_deleted: bool = True
+    default_params: tuple[tuple[str, str], ...] = ()
 
     @property
     def fields(self) -> tuple[str, ...] | None:
@@ -90,7 +93,11 @@ def _connection(name: str, *, source_type: str = "Accounting", has_is_deleted: b
     )
 
 
-def _snapshot(name: str, key: str, path: str) -> DataType:
+#: Codat requires both for every financial report: a year of monthly periods unless told otherwise.
+_REPORT_PARAMS = (("periodLength", "1"), ("periodsToCompare", "12"))
+
+
+def _snapshot(name: str, key: str, path: str, default_params: tuple[tuple[str, str], ...] = ()) -> DataType:
     return DataType(
         name=name,
         key=key,
@@ -101,6 +108,7 @@ def _snapshot(name: str, key: str, path: str) -> DataType:
         primary_key=(),
         order_by=None,
         has_is_deleted=False,
+        default_params=default_params,
     )
 
 
@@ -156,9 +164,16 @@ _ALL: tuple[DataType, ...] = (
     _connection("banking-transactionCategories", source_type="Banking", has_is_deleted=False),
     # Snapshots: not paged, no modifiedDate.
     _snapshot("info", key="company", path="data/info"),
-    _snapshot("balanceSheet", key="balanceSheet", path="data/financials/balanceSheet"),
-    _snapshot("profitAndLoss", key="profitAndLoss", path="data/financials/profitAndLoss"),
-    _snapshot("cashFlowStatement", key="cashFlowStatement", path="data/financials/cashFlowStatement"),
+    _snapshot("balanceSheet", key="balanceSheet", path="data/financials/balanceSheet", default_params=_REPORT_PARAMS),
+    _snapshot(
+        "profitAndLoss", key="profitAndLoss", path="data/financials/profitAndLoss", default_params=_REPORT_PARAMS
+    ),
+    _snapshot(
+        "cashFlowStatement",
+        key="cashFlowStatement",
+        path="data/financials/cashFlowStatement",
+        default_params=_REPORT_PARAMS,
+    ),
 )
 
 #: Every Codat data type this provider reads, by name (the URL segment name).

@@ -273,13 +273,14 @@ class CodatHook(BaseHook):
 
         :param company_id: the Codat company id.
         :param data_type: ``info``, ``balanceSheet``, ``profitAndLoss`` or ``cashFlowStatement``.
-        :param params: report parameters such as ``periodLength``, ``periodsToCompare``, ``startMonth``.
+        :param params: report parameters such as ``periodLength``, ``periodsToCompare``, ``startMonth``;
+            the two Codat requires default to the catalog's ``default_params`` (a year of months).
         """
         dt = get_data_type(data_type)
         if dt.incremental:
             raise CodatInputError(f"{dt.name!r} is a paged data type: read it with iter_records, not get_snapshot.")
         path = f"companies/{validate_id(company_id, 'company id')}/{dt.path}"
-        return self._get_json(path, params=dict(params or {}))
+        return self._get_json(path, params={**dict(dt.default_params), **(params or {})})
 
     def iter_records(
         self,

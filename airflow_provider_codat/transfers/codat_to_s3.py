@@ -83,7 +83,8 @@ class CodatToS3Operator(BaseOperator):
     :param skip_when_unavailable: end the task skipped (default) rather than failed when Codat
         has no data for the company and data type (not synced, not supported, no connection).
     :param hook_params: keyword overrides for the hook, e.g. ``{"page_size": 500, "concurrency": 4}``.
-    :param report_params: query parameters for financial reports (``periodLength``, ``periodsToCompare``).
+    :param report_params: query parameters for financial reports (``periodLength``, ``periodsToCompare``,
+        ``startMonth``); Codat requires the first two, which default to a year of monthly periods.
     """
 
     template_fields: Sequence[str] = (

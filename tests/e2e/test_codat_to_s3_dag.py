@@ -274,6 +274,24 @@ def test_connection_scoped_records_carry_their_connection(e2e, make_dag):
     )
 
 
+@pytest.mark.fake_codat(companies=1)
+def test_financial_reports_are_written_with_codats_required_parameters(e2e, make_dag):
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = fake.company_ids()[0]
+    common = dict(company_id=company, data_type="profitAndLoss", s3_bucket=bucket)
+    # No report_params: Codat requires periodLength and periodsToCompare, so a year of months is asked for.
+    assert task_states(run(make_dag("e2e_report_default", s3_prefix="default", **common))) == {"extract": "success"}
+    assert task_states(
+        run(make_dag("e2e_report_quarters", s3_prefix="quarters", report_params={"periodLength": 3, "periodsToCompare": 2}, **common))
+    ) == {"extract": "success"}  # fmt: skip
+    for prefix, params in (("default", {"periodLength": "1", "periodsToCompare": "12"}),
+                           ("quarters", {"periodLength": "3", "periodsToCompare": "2"})):  # fmt: skip
+        objects = read_objects(s3, bucket, f"{prefix}/profitAndLoss/company_id={company}/snapshot/")
+        (report,) = [r for k, v in objects.items() if "/part-" in k for r in jsonl_gz(v)]
+        assert report == fake.snapshot(company, "profitAndLoss", params)
+        assert len(report["reports"]) == int(params["periodsToCompare"])
+
+
 @pytest.mark.fake_codat(companies=1, platform_ids=True, records={"bankAccounts": 3, "bankTransactions": 40})
 def test_bank_transactions_under_platform_style_account_ids(e2e, make_dag):
     # QuickBooks Online's bank account ids are short numbers, and transaction ids repeat across accounts.

@@ -461,6 +461,18 @@ class TestRecords:
     def test_snapshot(self, requests_mock):
         requests_mock.get(f"{BASE}/companies/{COMPANY}/data/financials/balanceSheet", json={"reports": []})
         assert list(hook().iter_records(COMPANY, "balanceSheet")) == [{"reports": []}]
+        # Codat requires periodLength and periodsToCompare for every report: a year of months by default.
+        assert parse_qs(urlsplit(requests_mock.last_request.url).query) == {
+            "periodLength": ["1"], "periodsToCompare": ["12"],
+        }  # fmt: skip
+        h = hook()
+        h.get_snapshot(COMPANY, "balanceSheet", {"periodLength": 3, "startMonth": "2024-01-01"})
+        assert parse_qs(urlsplit(requests_mock.last_request.url).query) == {
+            "periodLength": ["3"], "periodsToCompare": ["12"], "startMonth": ["2024-01-01"],
+        }  # fmt: skip
+        requests_mock.get(f"{BASE}/companies/{COMPANY}/data/info", json={"companyName": "Acme"})
+        assert h.get_snapshot(COMPANY, "info") == {"companyName": "Acme"}
+        assert urlsplit(requests_mock.last_request.url).query == ""
 
     @pytest.mark.parametrize(
         ("kwargs", "error", "message"),

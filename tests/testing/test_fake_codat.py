@@ -364,6 +364,12 @@ def test_snapshots(api, fake_codat):
     assert report == fake_codat.snapshot(
         company_id, "profitAndLoss", {"periodLength": "3", "periodsToCompare": "4", "startMonth": "2024-03-01"}
     )
+    # Codat's spec marks periodLength and periodsToCompare required for every financial report.
+    for name in ("balanceSheet", "profitAndLoss", "cashFlowStatement"):
+        response = get(api, fake_codat, f"/companies/{company_id}/data/financials/{name}", periodLength=1)
+        assert_codat_error(response, 400, "periodsToCompare must be given.")
+    response = get(api, fake_codat, f"/companies/{company_id}/data/financials/balanceSheet")
+    assert_codat_error(response, 400, "periodLength and periodsToCompare must be given.")
 
 
 # ----- schemas -----
@@ -390,7 +396,7 @@ def test_every_list_type_has_a_schema():
 
 @pytest.mark.parametrize("name", _SCHEMA_TYPES)
 def test_responses_match_codat_schemas(api, fake_codat, name):
-    body = get(api, fake_codat, _paths(fake_codat, name)).json()
+    body = get(api, fake_codat, _paths(fake_codat, name), **dict(DATA_TYPES[name].default_params)).json()
     record = validator(f"data_{name}")
     if DATA_TYPES[name].incremental:
         validator("platform_paging").validate(body)

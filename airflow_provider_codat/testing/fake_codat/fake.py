@@ -280,7 +280,7 @@ class FakeCodat:
         """
         with self._lock:
             dt = get_data_type(data_type)
-            return self._dataset.snapshot(self._company(company_id), dt, self._report_params(params or {}))
+            return self._dataset.snapshot(self._company(company_id), dt, self._report_params(params or {}, dt))
 
     def modify_records(
         self,
@@ -641,10 +641,14 @@ class FakeCodat:
         with self._lock:
             company = self._company(company_id)
             self._check_available(company, data_type, None)
-            report = self._dataset.snapshot(company, data_type, self._report_params(params))
+            report = self._dataset.snapshot(company, data_type, self._report_params(params, data_type))
             return encode(report)
 
-    def _report_params(self, params: dict[str, str]) -> dict[str, Any]:
+    def _report_params(self, params: dict[str, str], data_type: DataType) -> dict[str, Any]:
+        if data_type.default_params:  # a financial report: Codat's spec marks both required
+            missing = [name for name in ("periodLength", "periodsToCompare") if not params.get(name)]
+            if missing:
+                raise CodatHTTPError(400, f"{' and '.join(missing)} must be given.")
         try:
             period_length = int(params.get("periodLength", "1"))
             periods = int(params.get("periodsToCompare", "1"))
