@@ -3,8 +3,10 @@ Incremental Codat extraction into S3: one task per company and data type, every 
 
 Copy this DAG and adjust ``DEFAULT_DATA_TYPES``, the schedule and the params. It:
 
-1. lists every Codat company (all pages) with a linked Accounting connection, optionally only
-   the company ids given when triggering;
+1. lists every Codat company (all pages), optionally only the company ids given when triggering, and
+   keeps each data type a company has a readable connection for: one of the data type's source type
+   (Accounting, or Banking for ``banking-*``) that is Linked, or Unlinked/Deauthorized (Codat keeps the
+   data pulled before unlinking readable);
 2. plans one extraction per (company, data type), spread round-robin over a fixed number of mapped "lanes" so
    that no single mapped task exceeds Airflow's ``[core] max_map_length`` (1024 by default;
    200 companies x 17 data types is 3,400 extractions);
@@ -18,6 +20,8 @@ Connections: ``codat_default`` (type ``codat``, the API key as password) and ``a
 from __future__ import annotations
 
 import os
+from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TriggerRule, get_current_context, task
@@ -40,6 +44,36 @@ LANES = 8
 #: up to its hook's ``concurrency`` parallel requests, so keep pool size x concurrency well under
 #: Codat's 1,000 requests per minute.
 POOL = os.environ.get("CODAT_POOL", "codat")
+
+
+def source_type(data_type: str) -> str:
+    """
+    The ``sourceType`` of the connections a data type is read from.
+
+    :param data_type: a data type name from the catalog.
+    """
+    # The catalog leaves company-scoped types (invoices, accounts, ...) without a source type:
+    # Codat serves them from the company's Accounting connection.
+    return DATA_TYPES[data_type].source_type or "Accounting"
+
+
+def data_types_to_read(connections: Iterable[dict], data_types: Iterable[str]) -> list[str]:
+    """
+    Those of ``data_types`` a company's connections can give, in their order.
+
+    A company may have any mix of Accounting, Banking and Commerce connections (a banking-only company
+    is fine), and Codat keeps serving what it pulled before a connection was unlinked; a PendingAuth
+    connection was never linked and has nothing.
+
+    :param connections: the company's connections (their ``sourceType`` and ``status``).
+    :param data_types: data type names from the catalog.
+    """
+    # Imported here, not at the top: the hook's dependencies would slow every parse of this file.
+    from airflow_provider_codat.hooks.codat import READABLE_CONNECTION_STATUSES
+
+    readable = {c.get("sourceType") for c in connections if c.get("status") in READABLE_CONNECTION_STATUSES}
+    return [name for name in data_types if source_type(name) in readable]
+
 
 with DAG(
     dag_id="example_codat_to_s3",
@@ -77,28 +111,46 @@ with DAG(
 ) as dag:
 
     @task
-    def list_companies(params: dict) -> list[str]:
-        """Every company with a linked Accounting connection (or the ids asked for)."""
+    def list_companies(params: dict) -> dict[str, list[str]]:
+        """Every company (or the ids asked for) with something to read: ``{company id: [data types]}``."""
         from airflow_provider_codat.hooks.codat import CodatHook, validate_id
 
         wanted = {validate_id(c, "company id") for c in params["company_ids"]}
         hook = CodatHook()
-        ids = []
+        to_read: dict[str, list[str]] = {}
+        seen = set()
+        # Companies with nothing to read, counted by what connections they have: that is why.
+        left_out: Counter[str] = Counter()
+        partly = 0  # companies kept for some of the data types only
         for company in hook.list_companies():
             if wanted and company["id"] not in wanted:
                 continue
+            seen.add(company["id"])
             connections = company.get("dataConnections")
             if connections is None:  # not embedded in this Codat response: ask
                 connections = list(hook.list_connections(company["id"]))
-            if any(c.get("sourceType") == "Accounting" and c.get("status") == "Linked" for c in connections):
-                ids.append(company["id"])
-        missing = wanted - set(ids)
-        if missing:
-            print(f"Not extracted (unknown, or no linked Accounting connection): {sorted(missing)}")
-        print(f"{len(ids)} companies to extract")
-        return ids
+            data_types = data_types_to_read(connections, params["data_types"])
+            if data_types:
+                to_read[company["id"]] = data_types
+                partly += len(data_types) < len(params["data_types"])
+            else:
+                kinds = sorted({f"{c.get('sourceType')} {c.get('status')}" for c in connections})
+                left_out[", ".join(kinds) or "no connections"] += 1
+        if left_out:
+            needed = " or ".join(sorted({source_type(d) for d in params["data_types"]}))
+            print(
+                f"Left out {left_out.total()} companies without a Linked, Unlinked or Deauthorized {needed} "
+                "connection to read the chosen data types from: "
+                + "; ".join(f"{count} with {kinds}" for kinds, count in left_out.most_common())
+            )
+        if partly:
+            print(f"{partly} companies lack the connection some data types need: those types are not planned for them")
+        if wanted - seen:
+            print(f"Not extracted, unknown to Codat: {sorted(wanted - seen)}")
+        print(f"{len(to_read)} companies to extract")
+        return to_read
 
-    def plan(company_ids: list[str], params: dict, lane: int) -> list[dict]:
+    def plan(to_read: dict[str, list[str]], params: dict, lane: int) -> list[dict]:
         """This lane's share of the (company, data type) pairs: every LANES-th one."""
         from airflow.configuration import conf
 
@@ -111,8 +163,8 @@ with DAG(
                 "window_end": params["window_end"] or None,
                 "lookback": timedelta(minutes=params["lookback_minutes"]),
             }
-            for company_id in company_ids
-            for data_type in params["data_types"]
+            for company_id, data_types in to_read.items()
+            for data_type in data_types
         ]
         limit = conf.getint("core", "max_map_length")
         if len(pairs) > LANES * limit:
@@ -135,7 +187,7 @@ with DAG(
         extract_tasks.append(extract)
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def summarise(company_ids: list[str], params: dict) -> dict:
+    def summarise(to_read: dict[str, list[str]]) -> dict:
         """Records per company and data type; skipped (with why) and failed extractions."""
         ti = get_current_context()["ti"]
         reports = []
@@ -145,7 +197,7 @@ with DAG(
                 pulled = [pulled]
             reports.extend(r for r in (pulled or []) if r)
         done = {(r["company_id"], r["data_type"]) for r in reports}
-        planned = [(c, d) for c in company_ids for d in params["data_types"]]
+        planned = [(c, d) for c, data_types in to_read.items() for d in data_types]
         failed = sorted(p for p in planned if p not in done)
         complete = [r for r in reports if r["status"] == "complete"]
         skipped = [r for r in reports if r["status"] == "skipped"]

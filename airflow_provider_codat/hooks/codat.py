@@ -64,7 +64,7 @@ _HELD_PAGES = 0
 #: Statuses worth another try: request timeout, rate limit, server errors.
 _RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 #: Connections whose data Codat may still hold; PendingAuth ones were never linked and have none.
-_READABLE_CONNECTION_STATUSES = {"Linked", "Unlinked", "Deauthorized"}
+READABLE_CONNECTION_STATUSES = frozenset({"Linked", "Unlinked", "Deauthorized"})
 
 
 @dataclass(frozen=True)
@@ -374,7 +374,7 @@ class CodatHook(BaseHook):
         ids = [
             c["id"]
             for c in self.list_connections(company_id)
-            if c.get("sourceType") == dt.source_type and c.get("status") in _READABLE_CONNECTION_STATUSES
+            if c.get("sourceType") == dt.source_type and c.get("status") in READABLE_CONNECTION_STATUSES
         ]
         if not ids:
             raise CodatNoConnectionError(

@@ -77,18 +77,15 @@ def test_scheduled_dag_beyond_max_map_length(e2e, example_dags, dags_folder, mon
     assert states["summarise"] == "success"
     assert all(state in ("success", "skipped") for state in states.values()), states
 
+    # Companies 0-4 of the fake each have a Linked Accounting connection: every pair is planned.
+    assert xcom(dr, "list_companies") == {company: data_types for company in companies}
     summary = xcom(dr, "summarise")
-    linked = [
-        c
-        for c in companies
-        if any(x["sourceType"] == "Accounting" and x["status"] == "Linked" for x in fake.connections(c))
-    ]
-    assert summary["planned"] == len(linked) * 3 and summary["failed"] == 0
+    assert summary["planned"] == 15 and summary["failed"] == 0
     assert summary["complete"] + summary["skipped"] == summary["planned"]
 
     lo, hi = "2024-02-09T01:00:00Z", "2024-02-10T01:00:00Z"
     checked = 0
-    for company in linked:
+    for company in companies:
         for data_type in data_types:
             folder = f"codat/{data_type}/company_id={company}/window_start=20240209T010000Z/window_end=20240210T010000Z"
             objects = read_objects(s3, bucket, folder)
@@ -99,6 +96,75 @@ def test_scheduled_dag_beyond_max_map_length(e2e, example_dags, dags_folder, mon
             assert manifest["records"] == len(expected)
             checked += len(expected)
     assert checked == summary["records"] > 0
+
+
+@pytest.mark.fake_codat(companies=20, records={"invoices": 30, "banking-accounts": 4})
+def test_scheduled_dag_plans_by_readable_connection(e2e, example_dags, dags_folder):
+    """
+    Each company's data types are the ones it has a readable connection for: Banking types too, and
+    what an Unlinked connection pulled before; a company with only a PendingAuth connection is left out.
+    """
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    ids = fake.company_ids()
+    # By the fake's layout (fake_codat/data.py): 0 Linked Accounting + Linked Banking; 1 Linked
+    # Accounting; 18 Unlinked Accounting; 19 PendingAuth Accounting.
+    both, accounting, unlinked, pending = ids[0], ids[1], ids[18], ids[19]
+    assert [(c["sourceType"], c["status"]) for c in fake.connections(both)] == [
+        ("Accounting", "Linked"),
+        ("Banking", "Linked"),
+    ]
+    assert [(c["sourceType"], c["status"]) for c in fake.connections(unlinked)] == [("Accounting", "Unlinked")]
+    assert [(c["sourceType"], c["status"]) for c in fake.connections(pending)] == [("Accounting", "PendingAuth")]
+    dag = dag_from_folder(dags_folder, "example_codat_to_s3")
+    dr = dag.test(
+        logical_date=datetime(2024, 2, 10, 1, tzinfo=UTC),
+        run_conf={
+            "data_types": ["invoices", "banking-accounts"],
+            "company_ids": [both, accounting, unlinked, pending],
+            "full_refresh": True,
+            "s3_bucket": bucket,
+        },
+    )
+    states = task_states(dr)
+    assert states["summarise"] == "success"
+    assert xcom(dr, "list_companies") == {
+        both: ["invoices", "banking-accounts"],
+        accounting: ["invoices"],
+        unlinked: ["invoices"],
+    }
+    summary = xcom(dr, "summarise")
+    assert (summary["planned"], summary["complete"], summary["skipped"], summary["failed"]) == (4, 4, 0, 0)
+    manifests = [json.loads(v) for k, v in read_objects(s3, bucket).items() if k.endswith("_manifest.json")]
+    assert sorted((m["company_id"], m["data_type"], m["status"], m["records"]) for m in manifests) == sorted(
+        [
+            (both, "invoices", "complete", 30),
+            (both, "banking-accounts", "complete", len(fake.records(both, "banking-accounts"))),
+            (accounting, "invoices", "complete", 30),
+            (unlinked, "invoices", "complete", 30),
+        ]
+    )
+    assert len(fake.records(both, "banking-accounts")) == 4
+
+
+@pytest.mark.fake_codat(companies=3, records={"invoices": 40, "customers": 30})
+def test_refresh_then_extract_past_an_unsupported_type(e2e, example_dags, dags_folder):
+    """A data type the platform lacks settles the sensor (NotSupported) and is skipped; the others still land."""
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = fake.company_ids()[0]
+    fake.set_unsupported(company, "customers")
+    dag = dag_from_folder(dags_folder, "example_codat_refresh_then_extract")
+    dr = dag.test(run_conf={"company_id": company, "data_types": ["invoices", "customers"], "s3_bucket": bucket})
+    assert task_states(dr) == {
+        "queue_refresh": "success",
+        "wait_for_sync": "success",
+        "extract[0]": "success",
+        "extract[1]": "skipped",
+    }
+    manifests = {k: json.loads(v) for k, v in read_objects(s3, bucket).items() if k.endswith("_manifest.json")}
+    assert sorted((m["data_type"], m["status"], m["records"]) for m in manifests.values()) == [
+        ("customers", "skipped", 0),
+        ("invoices", "complete", len(fake.records(company, "invoices"))),
+    ]
 
 
 @pytest.mark.fake_codat(companies=3, records={"invoices": 40, "customers": 30})
