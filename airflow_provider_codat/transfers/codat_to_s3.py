@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -17,7 +19,14 @@ from airflow_provider_codat.data_types import DataType, Scope, get_data_type
 from airflow_provider_codat.exceptions import CodatBadRequestError, CodatDataUnavailableError, CodatInputError
 from airflow_provider_codat.hooks.codat import CodatHook, Page, validate_id
 from airflow_provider_codat.query import combine, window
-from airflow_provider_codat.s3_writer import EXTRA_COLUMN, S3DatasetWriter, delete_keys, file_extension, put_json
+from airflow_provider_codat.s3_writer import (
+    EXTRA_COLUMN,
+    S3DatasetWriter,
+    S3WriteError,
+    delete_keys,
+    file_extension,
+    put_json,
+)
 from airflow_provider_codat.windows import Window, iso, resolve_window, to_utc_datetime
 
 if TYPE_CHECKING:
@@ -169,7 +178,7 @@ class CodatToS3Operator(BaseOperator):
         connection_id = validate_id(self.connection_id, "connection id") if self.connection_id else None
         win = self.resolve_window(context, data_type)
         query = self._query_for(data_type, win)
-        folder = self._dataset_folder(data_type, company_id, win)
+        folder = self._dataset_folder(data_type, company_id, connection_id, win)
         attempt = _attempt_segment(context)
         self.hook.settings  # noqa: B018 - validate the Codat connection before touching S3
         self._check_bucket()
@@ -203,7 +212,7 @@ class CodatToS3Operator(BaseOperator):
             files, connection_ids = self._transfer(pages, f"{folder}/{attempt}", columns)
         except CodatDataUnavailableError as err:
             manifest.update(status="skipped", reason=err.reason, message=str(err), files=[], records=0)
-            summary = self._publish(folder, attempt, manifest, started)
+            summary = self._publish_skip(folder, manifest, started)
             summary["reason"] = err.reason
             context["ti"].xcom_push(key=SUMMARY_XCOM_KEY, value=summary)
             if self.skip_when_unavailable:
@@ -282,8 +291,16 @@ class CodatToS3Operator(BaseOperator):
             page.records = [r for r in page.records if win.contains(r.get(data_type.cursor_field))]
             yield page
 
-    def _dataset_folder(self, data_type: DataType, company_id: str, win: Window) -> str:
-        return f"{_clean_prefix(self.s3_prefix)}{data_type.name}/company_id={company_id}/{win.partition()}"
+    def _dataset_folder(self, data_type: DataType, company_id: str, connection_id: str | None, win: Window) -> str:
+        """
+        One folder per dataset. A task reading one connection, or with its own ``query``, reads a
+        different dataset from one reading them all: each gets a folder of its own, or the second
+        task's rerun logic would replace the first one's files.
+        """
+        scope = f"connection_id={connection_id}/" if connection_id else ""
+        if self.query:
+            scope += f"query={hashlib.sha256(combine(self.query).encode()).hexdigest()[:12]}/"
+        return f"{_clean_prefix(self.s3_prefix)}{data_type.name}/company_id={company_id}/{scope}{win.partition()}"
 
     def _check_bucket(self) -> None:
         """Fail before any Codat call if the bucket is missing or not ours to write."""
@@ -296,7 +313,11 @@ class CodatToS3Operator(BaseOperator):
             if code in ("404", "NoSuchBucket"):
                 why = "does not exist: create it, or fix s3_bucket"
             elif code in ("403", "AccessDenied"):
-                why = f"is not accessible with AWS connection {self.aws_conn_id!r} (access denied): grant it s3:ListBucket, s3:PutObject, s3:DeleteObject"
+                why = (
+                    f"is not accessible with AWS connection {self.aws_conn_id!r} (access denied): grant it "
+                    "s3:ListBucket, s3:GetObject, s3:PutObject, s3:DeleteObject, s3:ListBucketMultipartUploads "
+                    "and s3:AbortMultipartUpload (and kms:GenerateDataKey and kms:Decrypt on the key, for SSE-KMS)"
+                )
             else:
                 why = f"cannot be reached ({code or err})"
             raise CodatInputError(f"S3 bucket {self.s3_bucket!r} {why}. Nothing was read from Codat.") from None
@@ -336,6 +357,48 @@ class CodatToS3Operator(BaseOperator):
 
     def _publish(self, folder: str, attempt: str, manifest: dict, started: float) -> dict[str, Any]:
         """Write the manifest (the commit point), then remove what earlier attempts left behind."""
+        manifest_key = f"{folder}/{MANIFEST_NAME}"
+        put_json(
+            self.s3_client, self.s3_bucket, manifest_key, self._finish(manifest, started), extra_args=self._sse_args()
+        )
+        self._remove_stale(folder, attempt)
+        return self._summary(folder, manifest)
+
+    def _publish_skip(self, folder: str, manifest: dict, started: float) -> dict[str, Any]:
+        """
+        Record a skip, without ever replacing data: a skip says Codat has nothing to give *now* (a
+        connection unlinked since, a sync under way), not that the window's data is wrong. So a
+        complete dataset already in the folder stays, manifest and files; otherwise the skipped
+        manifest is written, and nothing is deleted either way.
+        """
+        manifest_key = f"{folder}/{MANIFEST_NAME}"
+        existing = self._read_manifest(manifest_key)
+        if existing is not None and existing.get("status") == "complete":
+            self.log.warning(
+                "Codat has no %s for company %s now (%s), but this window already holds a complete dataset "
+                "(%d records, written %s by %s): it stays; a skip never replaces data.",
+                manifest["data_type"], manifest["company_id"], manifest["reason"], existing.get("records", 0),
+                existing.get("written_at"), existing.get("attempt"),
+            )  # fmt: skip
+            self._finish(manifest, started)
+            return {**self._summary(folder, manifest), "kept_complete_dataset": True}
+        put_json(
+            self.s3_client, self.s3_bucket, manifest_key, self._finish(manifest, started), extra_args=self._sse_args()
+        )
+        return self._summary(folder, manifest)
+
+    def _read_manifest(self, key: str) -> dict | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.s3_client.get_object(Bucket=self.s3_bucket, Key=key)["Body"].read()
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        return json.loads(body)
+
+    def _finish(self, manifest: dict, started: float) -> dict:
         stats = dict(self.hook.stats)
         manifest.update(
             requests=stats["requests"],
@@ -344,9 +407,10 @@ class CodatToS3Operator(BaseOperator):
             written_at=iso(datetime.now(UTC)),
             duration_seconds=round(time.monotonic() - started, 3),
         )
+        return manifest
+
+    def _summary(self, folder: str, manifest: dict) -> dict[str, Any]:
         manifest_key = f"{folder}/{MANIFEST_NAME}"
-        put_json(self.s3_client, self.s3_bucket, manifest_key, manifest, extra_args=self._sse_args())
-        self._remove_stale(folder, attempt)
         self._lineage = (manifest["company_id"], manifest["data_type"], folder)
         return {
             "status": manifest["status"],
@@ -365,7 +429,27 @@ class CodatToS3Operator(BaseOperator):
         """
         Delete what other attempts of this window left: files, and multipart uploads that a killed
         worker never completed or aborted (they hold storage and would otherwise linger).
+
+        Best effort: the new manifest is already written and lists only this attempt's files, so
+        leftovers cannot be mistaken for data; failing the task here would only make its retry read
+        everything again and fail the same way. The next successful run of the window tries again.
         """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._delete_other_attempts(folder, attempt)
+        except (BotoCoreError, ClientError, S3WriteError) as err:
+            self.log.warning(
+                "The dataset is complete (its manifest is written), but removing what earlier attempts of "
+                "this window left failed: %s. Grant the AWS connection s3:DeleteObject, "
+                "s3:ListBucketMultipartUploads and s3:AbortMultipartUpload on the bucket; the next successful "
+                "run of this window removes them.",
+                err,
+            )
+
+    def _delete_other_attempts(self, folder: str, attempt: str) -> None:
+        from botocore.exceptions import ClientError
+
         keep_prefix = f"{folder}/{attempt}/"
         manifest_key = f"{folder}/{MANIFEST_NAME}"
         stale: list[str] = []
@@ -384,9 +468,13 @@ class CodatToS3Operator(BaseOperator):
             for upload in page.get("Uploads", []):
                 if not upload["Key"].startswith(keep_prefix):
                     self.log.info("Aborting an unfinished upload of an earlier attempt: %s", upload["Key"])
-                    self.s3_client.abort_multipart_upload(
-                        Bucket=self.s3_bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                    )
+                    try:
+                        self.s3_client.abort_multipart_upload(
+                            Bucket=self.s3_bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                    except ClientError as err:  # completed or aborted meanwhile: nothing left to do
+                        if err.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                            raise
 
     def _file_entry(self, written) -> dict[str, Any]:
         return {

@@ -239,6 +239,77 @@ def test_not_synced_data_type_ends_skipped_with_a_manifest_saying_why(e2e, make_
     assert xcom(dr, "extract", key="codat_summary")["status"] == "skipped"
 
 
+@pytest.mark.fake_codat(companies=1, records={"invoices": 300})
+def test_a_skipped_rerun_never_replaces_a_complete_dataset(e2e, make_dag):
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = fake.company_ids()[0]
+    window = dict(window_start=START.isoformat(), window_end=END.isoformat())
+    dag = make_dag("e2e_keep", company_id=company, data_type="invoices", s3_bucket=bucket, **window)
+    assert task_states(run(dag)) == {"extract": "success"}
+    before = read_objects(s3, bucket)
+    assert json.loads(before[f"{folder(company)}/_manifest.json"])["status"] == "complete"
+    # Codat cannot give the data now (a re-sync under way): the rerun of the window ends skipped...
+    fake.set_unsynced(company, "invoices")
+    dr = run(dag)
+    assert task_states(dr) == {"extract": "skipped"}
+    summary = xcom(dr, "extract", key="codat_summary")
+    assert (summary["status"], summary["reason"], summary["kept_complete_dataset"]) == ("skipped", "not_synced", True)
+    # ...and the complete dataset, manifest and files, is exactly as it was.
+    assert read_objects(s3, bucket) == before
+    # With skip_when_unavailable off the task fails, and the data still stays.
+    strict = make_dag("e2e_keep_strict", company_id=company, data_type="invoices", s3_bucket=bucket,
+                      skip_when_unavailable=False, **window)  # fmt: skip
+    assert task_states(run(strict)) == {"extract": "failed"}
+    assert read_objects(s3, bucket) == before
+
+
+@pytest.mark.fake_codat(companies=10)
+def test_one_connection_and_all_connections_land_in_folders_of_their_own(e2e, make_dag):
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = next(
+        c for c in fake.company_ids()
+        if sum(x["sourceType"] == "Accounting" and x["status"] == "Linked" for x in fake.connections(c)) == 2
+    )  # fmt: skip
+    first, second = [x["id"] for x in fake.connections(company) if x["sourceType"] == "Accounting"][:2]
+    common = dict(company_id=company, data_type="bankAccounts", s3_bucket=bucket, full_refresh=True)
+    for name, connection in (("one", first), ("other", second), ("all", None)):
+        dag = make_dag(f"e2e_scope_{name}", connection_id=connection, **common)
+        assert task_states(run(dag)) == {"extract": "success"}
+    manifests = {k: json.loads(v) for k, v in read_objects(s3, bucket).items() if k.endswith("_manifest.json")}
+    by_scope = {tuple(m["connection_ids"]): (k, m["records"]) for k, m in manifests.items()}
+    expected = {c: len(fake.records(company, "bankAccounts", connection_id=c)) for c in (first, second)}
+    assert by_scope[(first,)][1] == expected[first] and f"/connection_id={first}/" in by_scope[(first,)][0]
+    assert by_scope[(second,)][1] == expected[second] and f"/connection_id={second}/" in by_scope[(second,)][0]
+    assert by_scope[(first, second)][1] == expected[first] + expected[second]
+    assert "/connection_id=" not in by_scope[(first, second)][0]
+    # Every manifest's files are still there: no task's rerun logic removed another's.
+    objects = read_objects(s3, bucket)
+    assert all(f["key"] in objects for m in manifests.values() for f in m["files"])
+
+
+@pytest.mark.fake_codat(companies=1, records={"invoices": 100})
+def test_failing_to_clean_up_earlier_attempts_does_not_fail_a_complete_run(e2e, make_dag, monkeypatch, capfd):
+    from botocore.exceptions import ClientError
+
+    from airflow_provider_codat.transfers.codat_to_s3 import CodatToS3Operator
+
+    def denied(self, folder, attempt):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "ListMultipartUploads")
+
+    monkeypatch.setattr(CodatToS3Operator, "_delete_other_attempts", denied)
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = fake.company_ids()[0]
+    dag = make_dag("e2e_cleanup", company_id=company, data_type="invoices", s3_bucket=bucket,
+                   window_start=START.isoformat(), window_end=END.isoformat())  # fmt: skip
+    dr = run(dag)
+    assert task_states(dr) == {"extract": "success"}
+    manifest = json.loads(read_objects(s3, bucket)[f"{folder(company)}/_manifest.json"])
+    assert manifest["status"] == "complete" and manifest["records"] == len(in_window(fake.records(company, "invoices")))
+    out = "".join(capfd.readouterr())  # the task logger writes through structlog, not stdlib logging
+    assert "removing what earlier attempts of this window left failed: An error occurred (AccessDenied)" in out
+    assert "s3:ListBucketMultipartUploads and s3:AbortMultipartUpload" in out
+
+
 @pytest.mark.fake_codat(companies=2)
 def test_manual_run_without_data_interval_reads_everything(e2e, make_dag):
     fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
