@@ -35,6 +35,7 @@ from airflow_provider_codat.exceptions import (
     CodatConnectionError,
     CodatDataNotSyncedError,
     CodatDataTypeNotSupportedError,
+    CodatDataUnavailableError,
     CodatError,
     CodatInputError,
     CodatNoConnectionError,
@@ -104,6 +105,9 @@ class Page:
     :param total_results: Codat's ``totalResults`` when this page was served.
     :param connection_id: the connection read, for connection-scoped data types.
     :param bank_account_id: the bank account read, for bank transactions.
+    :param unavailable: set on an empty page standing for a connection that had none of the data
+        (the error's ``reason``: ``not_supported``, ``not_synced``, ``no_data``) while the company's
+        other connections were read.
     """
 
     records: list[dict]
@@ -111,6 +115,7 @@ class Page:
     total_results: int | None = None
     connection_id: str | None = None
     bank_account_id: str | None = None
+    unavailable: str | None = None
 
 
 class _CodatAuth(requests.auth.AuthBase):
@@ -340,20 +345,43 @@ class CodatHook(BaseHook):
         if dt.scope is Scope.COMPANY:
             yield from read(f"companies/{company_id}/{dt.path}")
             return
-        for conn_id in [connection_id] if connection_id else self._connection_ids(company_id, dt):
-            base = f"companies/{company_id}/connections/{conn_id}"
-            if dt.scope is Scope.CONNECTION:
-                for page in read(f"{base}/{dt.path}"):
-                    page.connection_id = conn_id
+        connection_ids = [connection_id] if connection_id else self._connection_ids(company_id, dt)
+        unavailable: list[CodatDataUnavailableError] = []
+        for conn_id in connection_ids:
+            read_any = False
+            try:
+                for page in self._connection_pages(company_id, dt, conn_id, read):
+                    read_any = True
                     yield page
-                continue
-            # Bank transactions live under each bank account of the connection.
-            accounts = self._paginate(f"{base}/data/bankAccounts", query=None, order_by="id")
-            for account_id in [a["id"] for p in accounts for a in p.records]:
-                path = f"{base}/data/bankAccounts/{_path_segment(account_id, 'bank account id')}/{dt.path}"
-                for page in read(path):
-                    page.connection_id, page.bank_account_id = conn_id, account_id
-                    yield page
+            except CodatDataUnavailableError as err:
+                # A company can hold several connections of one kind (an old platform unlinked, a new
+                # one linked): one that lacks the data type must not throw away what the others hold.
+                # Only when nothing was read from it yet, and never for a connection asked for by id.
+                if read_any or connection_id or len(connection_ids) == 1:
+                    raise
+                self.log.warning(
+                    "Connection %s of company %s has no %s (%s): reading the company's other connections.",
+                    conn_id, company_id, dt.name, err.reason,
+                )  # fmt: skip
+                unavailable.append(err)
+                yield Page(records=[], page_number=0, connection_id=conn_id, unavailable=err.reason)
+        if unavailable and len(unavailable) == len(connection_ids):
+            raise unavailable[-1]
+
+    def _connection_pages(self, company_id: str, dt: DataType, conn_id: str, read) -> Iterator[Page]:
+        base = f"companies/{company_id}/connections/{conn_id}"
+        if dt.scope is Scope.CONNECTION:
+            for page in read(f"{base}/{dt.path}"):
+                page.connection_id = conn_id
+                yield page
+            return
+        # Bank transactions live under each bank account of the connection.
+        accounts = self._paginate(f"{base}/data/bankAccounts", query=None, order_by="id")
+        for account_id in [a["id"] for p in accounts for a in p.records]:
+            path = f"{base}/data/bankAccounts/{_path_segment(account_id, 'bank account id')}/{dt.path}"
+            for page in read(path):
+                page.connection_id, page.bank_account_id = conn_id, account_id
+                yield page
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the key and the host with one cheap call (one company), without retries."""

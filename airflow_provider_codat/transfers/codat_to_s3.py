@@ -209,7 +209,7 @@ class CodatToS3Operator(BaseOperator):
         }
         try:
             pages = self._read_pages(data_type, company_id, connection_id, query, win, manifest)
-            files, connection_ids = self._transfer(pages, f"{folder}/{attempt}", columns)
+            files, connection_ids = self._transfer(pages, f"{folder}/{attempt}", columns, manifest)
         except CodatDataUnavailableError as err:
             manifest.update(status="skipped", reason=err.reason, message=str(err), files=[], records=0)
             summary = self._publish_skip(folder, manifest, started)
@@ -327,7 +327,9 @@ class CodatToS3Operator(BaseOperator):
                 "Nothing was read from Codat."
             ) from None
 
-    def _transfer(self, pages: Iterator[Page], folder: str, columns: tuple[str, ...] | None) -> tuple[list, list[str]]:
+    def _transfer(
+        self, pages: Iterator[Page], folder: str, columns: tuple[str, ...] | None, manifest: dict
+    ) -> tuple[list, list[str]]:
         extension = file_extension(self.file_format, self.compression)
         writer = S3DatasetWriter(
             self.s3_client,
@@ -343,6 +345,11 @@ class CodatToS3Operator(BaseOperator):
         connection_ids: list[str] = []
         try:
             for page in pages:
+                if page.unavailable:  # a connection without this data, while others had it
+                    manifest.setdefault("unavailable_connections", []).append(
+                        {"connection_id": page.connection_id, "reason": page.unavailable}
+                    )
+                    continue
                 if page.connection_id:
                     if page.connection_id not in connection_ids:
                         connection_ids.append(page.connection_id)

@@ -287,6 +287,30 @@ def test_one_connection_and_all_connections_land_in_folders_of_their_own(e2e, ma
     assert all(f["key"] in objects for m in manifests.values() for f in m["files"])
 
 
+@pytest.mark.fake_codat(companies=10)
+def test_a_connection_without_the_data_type_does_not_discard_the_others(e2e, make_dag):
+    fake, s3, bucket = e2e["fake"], e2e["s3"], e2e["bucket"]
+    company = fake.company_ids()[4]  # two Linked Accounting connections, on different platforms
+    first, second = [x["id"] for x in fake.connections(company) if x["sourceType"] == "Accounting"]
+    fake.set_unsupported(company, "directCosts", connection_id=second)
+    common = dict(company_id=company, data_type="directCosts", s3_bucket=bucket, full_refresh=True)
+    dr = run(make_dag("e2e_one_unsupported", **common))
+    assert task_states(dr) == {"extract": "success"}
+    objects = read_objects(s3, bucket)
+    (manifest,) = [json.loads(v) for k, v in objects.items() if k.endswith("_manifest.json")]
+    assert manifest["status"] == "complete" and manifest["connection_ids"] == [first]
+    assert manifest["unavailable_connections"] == [{"connection_id": second, "reason": "not_supported"}]
+    written = [r for k, v in objects.items() if "/part-" in k for r in jsonl_gz(v)]
+    expected = fake.records(company, "directCosts", connection_id=first)
+    assert sorted(r["id"] for r in written) == sorted(r["id"] for r in expected) and len(expected) > 0
+
+    # When no connection has it, the dataset is skipped as before.
+    fake.set_unsupported(company, "directCosts", connection_id=first)
+    dr = run(make_dag("e2e_none_supported", s3_prefix="none", **common))
+    assert task_states(dr) == {"extract": "skipped"}
+    assert xcom(dr, "extract", key="codat_summary")["reason"] == "not_supported"
+
+
 @pytest.mark.fake_codat(companies=1, records={"invoices": 100})
 def test_failing_to_clean_up_earlier_attempts_does_not_fail_a_complete_run(e2e, make_dag, monkeypatch, capfd):
     from botocore.exceptions import ClientError

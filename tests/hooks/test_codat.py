@@ -379,6 +379,29 @@ class TestRecords:
             (CONN_B, ["b1"]),
         ]
 
+    def test_a_connection_lacking_the_data_type_is_skipped_only_among_others(self, requests_mock):
+        cpath = f"/companies/{COMPANY}/connections"
+        connections = [
+            {"id": CONN_A, "sourceType": "Accounting", "status": "Unlinked"},
+            {"id": CONN_B, "sourceType": "Accounting", "status": "Linked"},
+        ]
+        requests_mock.get(f"{BASE}{cpath}", json=paged(connections, cpath))
+        requests_mock.get(
+            f"{BASE}{cpath}/{CONN_A}/data/directCosts",
+            status_code=404,
+            json=error_body(404, "Datatype directCosts not supported by platform(s) Sage 50"),
+        )
+        path = f"{cpath}/{CONN_B}/data/directCosts"
+        requests_mock.get(f"{BASE}{path}", json=paged([{"id": "d1"}], path))
+        pages = list(hook().iter_pages(COMPANY, "directCosts"))
+        assert [(p.connection_id, p.unavailable, p.records) for p in pages] == [
+            (CONN_A, "not_supported", []),
+            (CONN_B, None, [{"id": "d1"}]),
+        ]
+        # Asked for by id, the connection's answer is the answer.
+        with pytest.raises(CodatDataTypeNotSupportedError):
+            list(hook().iter_pages(COMPANY, "directCosts", connection_id=CONN_A))
+
     def test_bank_transactions_walk_bank_accounts(self, requests_mock):
         cpath = f"/companies/{COMPANY}/connections"
         requests_mock.get(

@@ -203,6 +203,8 @@ class FakeCodat:
     def _forget_overrides(self) -> None:
         self._unsynced: set[tuple[str, str]] = set()
         self._unsupported: set[tuple[str, str]] = set()
+        # (company, data type key, connection): unsupported by that connection's platform only.
+        self._unsupported_on: set[tuple[str, str, str]] = set()
         self._syncs: dict[tuple[str, str], SyncOperation] = {}
         self._operations: dict[str, SyncOperation] = {}
 
@@ -380,15 +382,22 @@ class FakeCodat:
             self._syncs.pop(key, None)
             (self._unsynced.add if unsynced else self._unsynced.discard)(key)
 
-    def set_unsupported(self, company_id: str, data_type: str, unsupported: bool = True) -> None:
+    def set_unsupported(
+        self, company_id: str, data_type: str, unsupported: bool = True, connection_id: str | None = None
+    ) -> None:
         """
         Make a data type unsupported by the company's platform: its endpoints answer 404
         "Datatype <key> not supported by platform(s) <platform>" and ``dataStatus`` says
         ``NotSupported``.
+
+        :param connection_id: only this connection's platform lacks it (a company can hold
+            connections on two platforms, e.g. an old one unlinked and a new one linked); the
+            company's other connections still serve it, and ``dataStatus`` is unchanged.
         """
         with self._lock:
             key = (self._company(company_id).id, get_data_type(data_type).key)
-            (self._unsupported.add if unsupported else self._unsupported.discard)(key)
+            target, entry = (self._unsupported_on, (*key, connection_id)) if connection_id else (self._unsupported, key)
+            (target.add if unsupported else target.discard)(entry)
 
     def warm(self, company_ids: Sequence[str] | None = None, data_types: Sequence[str] | None = None) -> None:
         """
@@ -799,6 +808,8 @@ class FakeCodat:
         if connection is not None and connection.source_type != dt.source_type:
             raise unsupported
         if (company.id, dt.key) in self._unsupported:
+            raise unsupported
+        if connection is not None and (company.id, dt.key, connection.id) in self._unsupported_on:
             raise unsupported
         has_data = connection.has_data if connection is not None else company.has_data
         if not has_data or self._never_synced(company, dt.key, time.time()):
