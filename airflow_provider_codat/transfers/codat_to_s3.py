@@ -177,6 +177,7 @@ class CodatToS3Operator(BaseOperator):
         company_id = validate_id(self.company_id, "company id")
         connection_id = validate_id(self.connection_id, "connection id") if self.connection_id else None
         win = self.resolve_window(context, data_type)
+        self._wait_for_window_end(win)
         query = self._query_for(data_type, win)
         folder = self._dataset_folder(data_type, company_id, connection_id, win)
         attempt = _attempt_segment(context)
@@ -242,6 +243,20 @@ class CodatToS3Operator(BaseOperator):
             lookback=self.lookback,
             full_refresh=self.full_refresh,
         )
+
+    def _wait_for_window_end(self, win: Window) -> None:
+        """
+        A window may end a little past now (within the clock-skew tolerance): read it only once its end
+        has passed, or records Codat stamps between now and then would belong to it and never be read.
+        """
+        if win.kind != "incremental":
+            return
+        wait = (win.end - datetime.now(UTC)).total_seconds()
+        if wait > 0:
+            self.log.info(
+                "The window ends at %s, %.1f s from now: waiting for it to pass before reading.", iso(win.end), wait
+            )
+            time.sleep(wait + 1)
 
     def _query_for(self, data_type: DataType, win: Window, whole_days: bool = False) -> str | None:
         if not data_type.incremental:

@@ -79,3 +79,20 @@ def test_table_columns_are_the_schema_fields_plus_where_records_came_from():
     assert table_columns(DATA_TYPES["bankAccounts"]) == ("_connectionId", *DATA_TYPES["bankAccounts"].fields)
     assert table_columns(DATA_TYPES["bankTransactions"])[:3] == ("_bankAccountId", "_connectionId", "accountId")
     assert table_columns(DATA_TYPES["itemReceipts"]) is None  # the writer samples the records
+
+
+def test_a_window_ending_moments_from_now_is_read_only_once_its_end_has_passed(monkeypatch):
+    from datetime import UTC, datetime
+
+    from airflow_provider_codat.transfers import codat_to_s3
+    from airflow_provider_codat.windows import Window
+
+    slept = []
+    monkeypatch.setattr(codat_to_s3.time, "sleep", slept.append)
+    now = datetime.now(UTC)
+    operator = op()
+    operator._wait_for_window_end(Window("incremental", now - timedelta(hours=1), now + timedelta(seconds=30)))
+    assert len(slept) == 1 and 29 < slept[0] <= 31  # the time left, plus a second
+    operator._wait_for_window_end(Window("incremental", now - timedelta(hours=1), now - timedelta(seconds=1)))
+    operator._wait_for_window_end(Window("full_refresh", None, now + timedelta(seconds=30)))
+    assert len(slept) == 1  # a past end, or a window that is not incremental: no wait
