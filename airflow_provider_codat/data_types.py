@@ -38,8 +38,9 @@ class DataType:
     :param scope: company-, connection- or bank-account-scoped.
     :param path: the URL path below ``/companies/{company_id}/`` (or below the connection or bank
         account for narrower scopes).
-    :param source_type: for connection-scoped types, the ``sourceType`` of the connections to read
-        when no connection is given (``Accounting`` or ``Banking``).
+    :param source_type: the ``sourceType`` of the connections the data comes from (``Accounting`` or
+        ``Banking``): company-scoped types too are served from the company's Accounting connection.
+        Connection-scoped types read every such connection when no connection is given.
     :param incremental: whether the type is paged and filterable on ``cursor_field``. Snapshot types
         (company info, financial reports) are not: each read returns the whole current state.
     :param cursor_field: the field incremental windows filter on.
@@ -56,7 +57,7 @@ class DataType:
     key: str
     scope: Scope
     path: str
-    source_type: str | None = None
+    source_type: str = "Accounting"
     incremental: bool = True
     cursor_field: str | None = "modifiedDate"
     primary_key: tuple[str, ...] = ("id",)

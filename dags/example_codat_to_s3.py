@@ -46,17 +46,6 @@ LANES = 8
 POOL = os.environ.get("CODAT_POOL", "codat")
 
 
-def source_type(data_type: str) -> str:
-    """
-    The ``sourceType`` of the connections a data type is read from.
-
-    :param data_type: a data type name from the catalog.
-    """
-    # The catalog leaves company-scoped types (invoices, accounts, ...) without a source type:
-    # Codat serves them from the company's Accounting connection.
-    return DATA_TYPES[data_type].source_type or "Accounting"
-
-
 def data_types_to_read(connections: Iterable[dict], data_types: Iterable[str]) -> list[str]:
     """
     Those of ``data_types`` a company's connections can give, in their order.
@@ -72,7 +61,7 @@ def data_types_to_read(connections: Iterable[dict], data_types: Iterable[str]) -
     from airflow_provider_codat.hooks.codat import READABLE_CONNECTION_STATUSES
 
     readable = {c.get("sourceType") for c in connections if c.get("status") in READABLE_CONNECTION_STATUSES}
-    return [name for name in data_types if source_type(name) in readable]
+    return [name for name in data_types if DATA_TYPES[name].source_type in readable]
 
 
 with DAG(
@@ -137,7 +126,7 @@ with DAG(
                 kinds = sorted({f"{c.get('sourceType')} {c.get('status')}" for c in connections})
                 left_out[", ".join(kinds) or "no connections"] += 1
         if left_out:
-            needed = " or ".join(sorted({source_type(d) for d in params["data_types"]}))
+            needed = " or ".join(sorted({DATA_TYPES[d].source_type for d in params["data_types"]}))
             print(
                 f"Left out {left_out.total()} companies without a Linked, Unlinked or Deauthorized {needed} "
                 "connection to read the chosen data types from: "

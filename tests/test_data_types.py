@@ -39,6 +39,7 @@ def test_entries_are_frozen_and_keys_differ_where_codat_says():
     assert DATA_TYPES["bankTransactions"].scope is Scope.BANK_ACCOUNT
     assert DATA_TYPES["banking-accounts"].source_type == "Banking"
     assert DATA_TYPES["directCosts"].source_type == "Accounting"
+    assert DATA_TYPES["invoices"].source_type == "Accounting"  # company-scoped: the Accounting connection
     assert DATA_TYPES["invoices"].has_is_deleted and not DATA_TYPES["bankTransactions"].has_is_deleted
     assert DATA_TYPES["balanceSheet"].path == "data/financials/balanceSheet"
     assert all(d.cursor_field == "modifiedDate" for d in DATA_TYPES.values() if d.incremental)

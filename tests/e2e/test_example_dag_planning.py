@@ -58,13 +58,8 @@ def test_data_types_to_read(example, connections, expected):
 
 
 def test_company_scoped_types_need_an_accounting_connection(example):
-    # The catalog gives company-scoped types no source type; Codat serves them from the Accounting connection.
-    assert [example.source_type(name) for name in ("invoices", "accounts", "bankTransactions", "banking-accounts")] == [
-        "Accounting",
-        "Accounting",
-        "Accounting",
-        "Banking",
-    ]
+    # Codat serves company-scoped types from the company's Accounting connection.
+    assert example.data_types_to_read([conn("Accounting", "Linked")], ["invoices", "accounts"]) == ["invoices", "accounts"]
     assert example.data_types_to_read([conn("Banking", "Linked")], ["invoices", "customers"]) == []
 
 

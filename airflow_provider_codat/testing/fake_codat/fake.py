@@ -738,7 +738,7 @@ class FakeCodat:
                 if dt is None:
                     raise CodatHTTPError(400, f"{key} is not a valid data type.")
                 connection = next(
-                    (c for c in company.connections if c.source_type == (dt.source_type or "Accounting")),
+                    (c for c in company.connections if c.source_type == dt.source_type),
                     company.connections[0] if company.connections else None,
                 )
                 if (company.id, key) in self._unsupported:
@@ -802,7 +802,7 @@ class FakeCodat:
         platforms = (
             [connection.platform_name]
             if connection
-            else [c.platform_name for c in company.connections if c.source_type == (dt.source_type or "Accounting")]
+            else [c.platform_name for c in company.connections if c.source_type == dt.source_type]
         )
         unsupported = CodatHTTPError(404, f"Datatype {dt.key} not supported by platform(s) {', '.join(platforms)}")
         if connection is not None and connection.source_type != dt.source_type:
