@@ -91,3 +91,9 @@ def test_generated_fields_module_matches_the_committed_schemas():
     assert generator.top_level_fields(
         {"allOf": [{"properties": {"a": {}}}, {"anyOf": [{"properties": {"b": {}}}, {"type": "null"}]}]}
     ) == {"a", "b"}
+
+
+def test_primary_keys_are_one_field_or_none():
+    # The hook's page-shift check deduplicates on one id field; a composite key would need it extended.
+    assert {dt.primary_key for dt in DATA_TYPES.values()} == {("id",), ()}
+    assert [name for name, dt in DATA_TYPES.items() if dt.incremental and not dt.primary_key] == ["banking-accountBalances"]

@@ -341,7 +341,8 @@ class CodatHook(BaseHook):
             yield Page(records=[self.get_snapshot(company_id, dt)], page_number=1, total_results=1)
             return
         order_by = order_by or dt.order_by
-        read = functools.partial(self._paginate, query=query_text, order_by=order_by, key=dt.primary_key)
+        id_field = dt.primary_key[0] if dt.primary_key else None
+        read = functools.partial(self._paginate, query=query_text, order_by=order_by, id_field=id_field)
         if dt.scope is Scope.COMPANY:
             yield from read(f"companies/{company_id}/{dt.path}")
             return
@@ -413,7 +414,7 @@ class CodatHook(BaseHook):
         return ids
 
     def _paginate(
-        self, path: str, *, query: str | None, order_by: str | None, key: tuple[str, ...] = ("id",)
+        self, path: str, *, query: str | None, order_by: str | None, id_field: str | None = "id"
     ) -> Iterator[Page]:
         """
         Yield every page of a list endpoint, in order.
@@ -432,7 +433,7 @@ class CodatHook(BaseHook):
         re-reading the pages, yielding only records not seen before. Seen records are tracked as
         64-bit hashes in a compact array (8 bytes a record), so memory stays small.
 
-        ``key`` names the fields that identify a record (``id``). Records without it (every account
+        ``id_field`` names the field that identifies a record (``id``). Records without it (every account
         balance; Xero's bank transactions, per Codat's own example) cannot be told apart, so a read
         holding any cannot be repaired by re-reading: if its set moves, or the records read do not
         add up to ``totalResults``, the read fails and the task's retry reads again.
@@ -443,19 +444,11 @@ class CodatHook(BaseHook):
             params["query"] = query
         if order_by:
             params["orderBy"] = order_by
-        seen = _SeenIds(key)
-        first = self._fetch_page(path, params, 1)
-        page_size = _served_page_size(first, settings.page_size)
-        more = _has_more(first, page_size)
-        yield seen.admit(first)
+        seen = _SeenIds(id_field)
         # Even a read that ends at page 1 goes through the checks below: page 1 alone must add up
         # to totalResults too, or the read fails rather than stop short in silence.
-        if more and first.total_results is None:
-            yield from (seen.admit(p) for p in self._sequential_pages(path, params, first, key))
-        elif more:
-            last_page = math.ceil(first.total_results / page_size)
-            yield from (seen.admit(p) for p in self._concurrent_pages(path, params, 2, last_page))
-        if (seen.unkeyed or not key) and seen.shifted():
+        yield from map(seen.admit, self._read_every_page(path, params, id_field))
+        if (seen.unkeyed or not id_field) and seen.shifted():
             raise CodatPagingError(
                 f"Codat's results for {path} changed while being read (totalResults {seen.first_total} -> "
                 f"{seen.last_total}, {seen.count} records read, {seen.unkeyed} of them without an id). Records "
@@ -475,7 +468,8 @@ class CodatHook(BaseHook):
                 attempt,
             )
             before = seen.count
-            yield from self._recovery_pass(path, params, seen)
+            seen.freeze()
+            yield from map(seen.admit_new, self._read_every_page(path, params, id_field))
             if seen.count == before and not seen.totals_changed and seen.shifted():
                 # Nothing moved and nothing new: Codat's count and its pages disagree for good.
                 raise CodatPagingError(
@@ -488,19 +482,16 @@ class CodatHook(BaseHook):
                 f"totalResults now {seen.last_total}). The company is probably syncing: retry the task later."
             )
 
-    def _recovery_pass(self, path: str, params: dict, seen: _SeenIds) -> Iterator[Page]:
-        seen.freeze()
+    def _read_every_page(self, path: str, params: dict, id_field: str | None) -> Iterator[_RawPage]:
+        """One pass over a list endpoint: page 1, then the rest concurrently (one by one without totalResults)."""
         first = self._fetch_page(path, params, 1)
         page_size = _served_page_size(first, self.settings.page_size)
-        more = _has_more(first, page_size)
-        yield seen.admit_new(first)
-        if first.total_results is not None and more:
-            last_page = math.ceil(first.total_results / page_size)
-            for page in self._concurrent_pages(path, params, 2, last_page):
-                yield seen.admit_new(page)
+        more = _has_more(first, page_size)  # before the caller's seen-set trims page 1's records
+        yield first
+        if more and first.total_results is None:
+            yield from self._sequential_pages(path, params, first, id_field)
         elif more:
-            for page in self._sequential_pages(path, params, first, seen.key):
-                yield seen.admit_new(page)
+            yield from self._concurrent_pages(path, params, 2, math.ceil(first.total_results / page_size))
 
     def _concurrent_pages(self, path: str, params: dict, first_page: int, last_page: int) -> Iterator[_RawPage]:
         concurrency = self.settings.concurrency
@@ -530,14 +521,14 @@ class CodatHook(BaseHook):
                 for future in pending:
                     future.cancel()
 
-    def _sequential_pages(self, path: str, params: dict, first: _RawPage, key: tuple[str, ...]) -> Iterator[_RawPage]:
+    def _sequential_pages(self, path: str, params: dict, first: _RawPage, id_field: str | None) -> Iterator[_RawPage]:
         """Follow pages one by one when Codat gives no ``totalResults``; refuse a repeated page."""
-        previous_ids = _keys_of(first.records, key)
+        previous_ids = _ids_of(first.records, id_field)
         number = first.page_number
         while True:
             number += 1
             page = self._fetch_page(path, params, number)
-            ids = _keys_of(page.records, key)
+            ids = _ids_of(page.records, id_field)
             if ids and ids == previous_ids:
                 raise CodatPagingError(
                     f"Codat returned the same records for pages {number - 1} and {number} of {path}: "
@@ -842,13 +833,13 @@ class _SeenIds:
     back), the hashes are sorted once and every later record, and every record of a recovery pass,
     is checked against all records yielded so far.
 
-    :param key: the fields that identify a record (``("id",)``, or a composite primary key).
+    :param id_field: the field that identifies a record (``id``), or None for types with none.
     """
 
-    def __init__(self, key: tuple[str, ...] = ("id",)) -> None:
+    def __init__(self, id_field: str | None = "id") -> None:
         from array import array
 
-        self.key = key
+        self.id_field = id_field
         # Records without the key (every record of a type that has none; Xero's bank transactions,
         # which come without an id): all kept, only counted.
         self.unkeyed = 0
@@ -877,7 +868,7 @@ class _SeenIds:
     def admit(self, page: _RawPage) -> Page:
         """First pass: keep every record except repeats."""
         self.observe_total(page)
-        if not self.key:
+        if not self.id_field:
             self.unkeyed += len(page.records)
             return page
         if self.totals_changed:
@@ -887,11 +878,8 @@ class _SeenIds:
         # The usual page: every record a dict with an id, none repeated. Checked with set
         # operations in C rather than record by record; anything else takes the loop below.
         try:
-            if len(self.key) == 1:
-                field = self.key[0]
-                hashes = [hash(record[field]) for record in page.records]
-            else:
-                hashes = [hash(tuple([record[f] for f in self.key])) for record in page.records]
+            field = self.id_field
+            hashes = [hash(record[field]) for record in page.records]
         except (KeyError, TypeError, IndexError):
             hashes = None
         if hashes is not None and all(isinstance(record, dict) for record in page.records):
@@ -953,11 +941,11 @@ class _SeenIds:
         return page
 
     def _hash_of(self, record: Any) -> int | None:
-        """The hash of a record's key; ``None`` if it is not a dict holding every key field."""
-        if not isinstance(record, dict) or any(field not in record for field in self.key):
+        """The hash of a record's id; ``None`` if it is not a dict holding one."""
+        if not isinstance(record, dict) or self.id_field not in record:
             return None
         try:
-            return hash(record[self.key[0]] if len(self.key) == 1 else tuple([record[f] for f in self.key]))
+            return hash(record[self.id_field])
         except TypeError:  # an unhashable value (a list or an object) cannot identify a record
             return None
 
@@ -965,7 +953,7 @@ class _SeenIds:
         """Whether the set moved during the read in a way that may have hidden records."""
         if self.last_total is None:
             return False
-        if self.unkeyed or not self.key:  # nothing to deduplicate on: any difference is a gap or a repeat
+        if self.unkeyed or not self.id_field:  # nothing to deduplicate on: any difference is a gap or a repeat
             return self.totals_changed or self.count != self.last_total
         return self.totals_changed or self.count < self.last_total
 
@@ -1020,11 +1008,11 @@ def _has_more(page: _RawPage, page_size: int | None) -> bool:
     return True
 
 
-def _keys_of(records: list, key: tuple[str, ...]) -> list:
-    """What tells the records apart: their keys, or the records themselves when they have none."""
-    if not key:
+def _ids_of(records: list, id_field: str | None) -> list:
+    """What tells the records apart: their ids, or the records themselves when they have none."""
+    if not id_field:
         return records
-    return [tuple(map(r.get, key)) if isinstance(r, dict) else r for r in records]
+    return [r.get(id_field) if isinstance(r, dict) else r for r in records]
 
 
 def _parse_retry_after(value: str | None) -> tuple[float | None, datetime | None]:
