@@ -654,10 +654,10 @@ class FakeCodat:
             return encode(report)
 
     def _report_params(self, params: dict[str, str], data_type: DataType) -> dict[str, Any]:
-        if data_type.default_params:  # a financial report: Codat's spec marks both required
-            missing = [name for name in ("periodLength", "periodsToCompare") if not params.get(name)]
-            if missing:
-                raise CodatHTTPError(400, f"{' and '.join(missing)} must be given.")
+        # The parameters Codat's spec marks required (the catalog's default_params: the reports' two).
+        missing = [name for name, _ in data_type.default_params if not params.get(name)]
+        if missing:
+            raise CodatHTTPError(400, f"{' and '.join(missing)} must be given.")
         try:
             period_length = int(params.get("periodLength", "1"))
             periods = int(params.get("periodsToCompare", "1"))
